@@ -1,0 +1,1 @@
+"""vroot.attestation (being built)."""

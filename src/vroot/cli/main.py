@@ -1,0 +1,70 @@
+"""The Typer application and the one place errors become exit codes.
+
+Exit codes (DESIGN.md section 8): 0 success, 1 a verification said no, 2 bad input or usage.
+Every failure prints one line on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from vroot import __version__
+from vroot.errors import InvalidInput, NotFound, VerificationError, VrootError
+
+app = typer.Typer(
+    name="vroot",
+    help="Virtualized roots of trust (ISO/IEC 27070): TPM-rooted vTPMs, attestation, migration.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vroot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Virtualized roots of trust (ISO/IEC 27070)."""
+
+
+def _register() -> None:
+    from vroot.cli import demo, eventlog, quote
+
+    app.add_typer(eventlog.app, name="eventlog")
+    app.add_typer(quote.app, name="quote")
+    app.command("demo")(demo.demo)
+
+
+_register()
+
+
+def exit_code(exc: VrootError) -> int:
+    """The CLI exit code for a domain error."""
+    if isinstance(exc, VerificationError):
+        return 1
+    if isinstance(exc, InvalidInput | NotFound):
+        return 2
+    return 1
+
+
+def run(argv: list[str]) -> int:
+    """Run the CLI on `argv`; return the exit code instead of raising.
+
+    Click handles usage errors itself (exit 2); domain errors are mapped here, one line on stderr.
+    """
+    try:
+        app(args=argv, prog_name="vroot", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except VrootError as exc:
+        print(f"vroot: error: {exc.diagnostics()}", file=sys.stderr)
+        return exit_code(exc)
+    return 0

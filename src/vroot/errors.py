@@ -1,0 +1,172 @@
+"""The one error tree of vroot.
+
+    VrootError
+    ├── InvalidInput                  bad bytes, files or arguments (CLI exit 2, HTTP 400)
+    │   ├── TpmStructureError         a TPM 2.0 wire structure that does not decode (offset, what)
+    │   └── EventLogError             a TCG or IMA log that does not decode (offset, what)
+    ├── VerificationError             evidence that decodes but does not verify (CLI exit 1)
+    │   ├── QuoteError                one reason per failed quote check
+    │   │   ├── SignatureInvalid
+    │   │   ├── AttestMagicInvalid, AttestTypeInvalid
+    │   │   ├── NonceMismatch
+    │   │   ├── PcrSelectionMismatch, PcrDigestMismatch
+    │   │   └── HashAlgorithmNotAllowed
+    │   ├── ReplayMismatch            a log that does not replay to the claimed PCRs (bank, pcrs)
+    │   └── ChainBroken               a measured-boot link that does not hold
+    ├── NotFound
+    ├── Conflict
+    ├── Unavailable                   a dependency (swtpm, TM, database) that cannot answer
+    │   └── SwtpmError                a swtpm process that would not start or answer
+    └── TmError                       a TPM command that returned an error code (rc)
+        └── TmPolicyFailed            a policy session did not satisfy the object (e.g. PCRs changed)
+
+Domain code raises these and never prints, exits or picks an HTTP status; the three edges
+(`vroot.tm`, the HTTP API, `vroot.cli`) translate. Messages give got/want and name the PCR,
+event or object; they never carry a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "AttestMagicInvalid",
+    "AttestTypeInvalid",
+    "ChainBroken",
+    "Conflict",
+    "EventLogError",
+    "HashAlgorithmNotAllowed",
+    "InvalidInput",
+    "NonceMismatch",
+    "NotFound",
+    "PcrDigestMismatch",
+    "PcrSelectionMismatch",
+    "QuoteError",
+    "ReplayMismatch",
+    "SignatureInvalid",
+    "SwtpmError",
+    "TmError",
+    "TmPolicyFailed",
+    "TpmStructureError",
+    "Unavailable",
+    "VerificationError",
+    "VrootError",
+]
+
+
+class VrootError(Exception):
+    """Base of every error vroot raises on purpose."""
+
+    def diagnostics(self) -> str:
+        """One line for a person: what was wrong, where. Never holds a secret."""
+        return str(self)
+
+
+class InvalidInput(VrootError):
+    """Input that cannot be read: malformed bytes, a bad file, a wrong argument."""
+
+
+class _OffsetError(InvalidInput):
+    """A decoding error at a byte offset of some input."""
+
+    def __init__(self, what: str, *, offset: int | None = None, source: str | None = None) -> None:
+        self.what = what
+        self.offset = offset
+        self.source = source
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = []
+        if self.source:
+            where.append(self.source)
+        if self.offset is not None:
+            where.append(f"offset {self.offset}")
+        return f"{': '.join([', '.join(where), self.what]) if where else self.what}"
+
+
+class TpmStructureError(_OffsetError):
+    """A TPM 2.0 structure is truncated, has trailing bytes, or holds a value it may not hold."""
+
+
+class EventLogError(_OffsetError):
+    """A TCG PC Client or IMA measurement log does not decode."""
+
+
+class VerificationError(VrootError):
+    """Evidence decoded but did not verify. Callers must treat the evidence as untrusted."""
+
+
+class QuoteError(VerificationError):
+    """A TPM2_Quote failed one check; the subclass names which."""
+
+
+class SignatureInvalid(QuoteError):
+    """The signature does not verify under the given key."""
+
+
+class AttestMagicInvalid(QuoteError):
+    """TPMS_ATTEST.magic is not TPM_GENERATED_VALUE: the TPM did not make this structure."""
+
+
+class AttestTypeInvalid(QuoteError):
+    """TPMS_ATTEST.type is not the expected TPM_ST_ATTEST_* tag."""
+
+
+class NonceMismatch(QuoteError):
+    """extraData is not the nonce the verifier issued."""
+
+
+class PcrSelectionMismatch(QuoteError):
+    """The quoted PCR selection is not the one required, or the claimed values do not cover it."""
+
+
+class PcrDigestMismatch(QuoteError):
+    """pcrDigest does not equal the hash of the claimed PCR values."""
+
+
+class HashAlgorithmNotAllowed(QuoteError):
+    """A hash algorithm outside the verifier's allowed set was used."""
+
+
+class ReplayMismatch(VerificationError):
+    """A log replays to PCR values other than the ones claimed.
+
+    `pcrs` lists the PCR indices that differ in `bank` (a hash algorithm name).
+    """
+
+    def __init__(self, message: str, *, bank: str, pcrs: Iterable[int]) -> None:
+        self.bank = bank
+        self.pcrs = tuple(sorted(pcrs))
+        super().__init__(message)
+
+
+class ChainBroken(VerificationError):
+    """A link of a transitive-trust chain does not hold (a stage not measured before it ran)."""
+
+
+class NotFound(VrootError):
+    """A named object (VM, vTM, host, file) does not exist."""
+
+
+class Conflict(VrootError):
+    """The request conflicts with existing state (a duplicate, a lock held)."""
+
+
+class Unavailable(VrootError):
+    """A dependency that should answer does not (swtpm, TM device, database)."""
+
+
+class SwtpmError(Unavailable):
+    """A swtpm process would not start, answer, save or stop."""
+
+
+class TmError(VrootError):
+    """A TPM command failed with response code `rc` (TPM_RC / TSS2_RC)."""
+
+    def __init__(self, message: str, *, rc: int | None = None) -> None:
+        self.rc = rc
+        super().__init__(message if rc is None else f"{message} (rc 0x{rc:x})")
+
+
+class TmPolicyFailed(TmError):
+    """A policy session did not satisfy the object's authPolicy (for PolicyPCR: PCRs changed)."""

@@ -1,0 +1,1 @@
+"""vroot.eventlog (being built)."""

@@ -1,0 +1,1 @@
+"""vroot.measure (being built)."""

@@ -1,0 +1,1 @@
+"""vroot.tm (being built)."""

@@ -1,0 +1,38 @@
+"""The CLI's contract: exit codes and one-line errors (DESIGN.md section 8)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from vroot import __version__
+from vroot.cli.main import exit_code, run
+from vroot.errors import EventLogError, NonceMismatch, Unavailable
+
+
+def test_version_prints_package_version(capsys):
+    assert run(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"vroot {__version__}"
+
+
+def test_unknown_command_is_a_usage_error():
+    assert run(["no-such-command"]) == 2
+
+
+def test_exit_codes_follow_the_error_tree():
+    assert exit_code(EventLogError("truncated", offset=3)) == 2
+    assert exit_code(NonceMismatch("nonce")) == 1
+    assert exit_code(Unavailable("swtpm")) == 1
+
+
+def test_offset_errors_say_where():
+    assert str(EventLogError("truncated event header", offset=12, source="x.bin")) == (
+        "x.bin, offset 12: truncated event header"
+    )
+
+
+def test_console_script_runs():
+    out = subprocess.run(
+        [sys.executable, "-m", "vroot.cli.entry", "--version"], capture_output=True, text=True, check=True
+    )
+    assert __version__ in out.stdout
