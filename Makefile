@@ -9,7 +9,7 @@ setup:
 	@scripts/setup.sh
 
 test: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check
 	$(BIN)/lint-imports
 	$(BIN)/pytest
 
@@ -24,7 +24,7 @@ bench: setup
 	$(BIN)/python benchmarks/run.py
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check
 	$(BIN)/lint-imports
 
 clean:
