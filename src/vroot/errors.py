@@ -37,6 +37,7 @@ __all__ = [
     "EventLogError",
     "HashAlgorithmNotAllowed",
     "InvalidInput",
+    "KeyAttributesInvalid",
     "NonceMismatch",
     "NotFound",
     "PcrDigestMismatch",
@@ -126,6 +127,10 @@ class PcrDigestMismatch(QuoteError):
 
 class HashAlgorithmNotAllowed(QuoteError):
     """A hash algorithm outside the verifier's allowed set was used."""
+
+
+class KeyAttributesInvalid(QuoteError):
+    """The signing key's attributes do not allow the claim (an AK must be a restricted signing key)."""
 
 
 class ReplayMismatch(VerificationError):
