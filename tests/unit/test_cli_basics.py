@@ -36,3 +36,25 @@ def test_console_script_runs():
         [sys.executable, "-m", "vroot.cli.entry", "--version"], capture_output=True, text=True, check=True
     )
     assert __version__ in out.stdout
+
+
+def test_fast_help_lists_exactly_the_registered_commands(capsys):
+    """`vroot --help` is printed without Typer; it must not drift from the commands Typer serves."""
+    import typer.main
+
+    from vroot.cli.entry import COMMANDS, main
+    from vroot.cli.main import app
+
+    group = typer.main.get_command(app)
+    assert set(group.commands) == {name for name, _ in COMMANDS}
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name, text in COMMANDS:
+        assert f"  {name}" in out and text in out
+        assert group.commands[name].help == text
+
+
+def test_fast_paths_fall_back_to_typer_for_anything_else(capsys):
+    from vroot.cli.entry import main
+
+    assert main(["eventlog", "replay", "--no-such-flag", "x", "--json"]) == 2

@@ -1,14 +1,63 @@
-"""Console entry point: kept tiny so `vroot` starts fast; the Typer app is built on first use."""
+"""Console entry point, kept tiny: `vroot` must start about as fast as a bare interpreter.
+
+Two paths never import Typer or Rich (their import alone costs several times the interpreter's
+start-up): the top-level help (`vroot`, `vroot --help`, `vroot -h`), printed from `COMMANDS`,
+the same table `cli/main.py` registers the subcommands from; and `vroot eventlog replay FILE
+[--ima] --json`, the command checks call, served by `vroot.cli.eventlog.fast_replay`. Anything
+else, and any error on the fast paths, goes to the Typer app, which reports it the one way.
+"""
 
 from __future__ import annotations
 
 import sys
 
+# (name, one-line help) of every top-level command, in the order `vroot --help` lists them.
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("demo", "Run the guided demo: a simulated host measures its boot into a swtpm and proves it."),
+    ("eventlog", "Read, show and replay TCG and IMA measurement logs."),
+    ("quote", "Verify TPM 2.0 quotes."),
+)
+SUMMARY = "Virtualized roots of trust (ISO/IEC 27070): TPM-rooted vTPMs, attestation, migration."
+
+
+def top_level_help() -> str:
+    width = max(len(name) for name, _ in COMMANDS) + 2
+    lines = [
+        "Usage: vroot [OPTIONS] COMMAND [ARGS]...",
+        "",
+        f"  {SUMMARY}",
+        "",
+        "Options:",
+        "  --version  Show the version.",
+        "  --help     Show this message and exit.",
+        "",
+        "Commands:",
+        *(f"  {name.ljust(width)}{text}" for name, text in COMMANDS),
+        "",
+        "Run 'vroot COMMAND --help' for a command's options.",
+    ]
+    return "\n".join(lines) + "\n"
+
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args == ["--help"] or args == ["-h"]:
+        sys.stdout.write(top_level_help())
+        return 0
+    if args == ["--version"]:
+        from vroot import __version__
+
+        sys.stdout.write(f"vroot {__version__}\n")
+        return 0
+    if args[:2] == ["eventlog", "replay"]:
+        from vroot.cli.eventlog import fast_replay
+
+        code = fast_replay(args[2:])
+        if code is not None:
+            return code
     from vroot.cli.main import run
 
-    return run(sys.argv[1:] if argv is None else argv)
+    return run(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

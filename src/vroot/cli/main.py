@@ -11,11 +11,12 @@ import sys
 import typer
 
 from vroot import __version__
+from vroot.cli.entry import COMMANDS, SUMMARY
 from vroot.errors import InvalidInput, NotFound, VerificationError, VrootError
 
 app = typer.Typer(
     name="vroot",
-    help="Virtualized roots of trust (ISO/IEC 27070): TPM-rooted vTPMs, attestation, migration.",
+    help=SUMMARY,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -38,9 +39,10 @@ def _root(
 def _register() -> None:
     from vroot.cli import demo, eventlog, quote
 
-    app.add_typer(eventlog.app, name="eventlog")
-    app.add_typer(quote.app, name="quote")
-    app.command("demo")(demo.demo)
+    helps = dict(COMMANDS)
+    app.command("demo", help=helps["demo"])(demo.demo)
+    app.add_typer(eventlog.app, name="eventlog", help=helps["eventlog"])
+    app.add_typer(quote.app, name="quote", help=helps["quote"])
 
 
 _register()
