@@ -12,6 +12,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPORA = Path(os.environ.get("VROOT_CORPORA", ROOT.parent / "shared" / "corpora"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Corpus tests are parametrized at collection; without the corpora they would silently vanish.
+    if not CORPORA.is_dir():
+        raise pytest.UsageError(f"corpora not found at {CORPORA}: check out next to ../shared or set VROOT_CORPORA")
+
+
 @pytest.fixture(scope="session")
 def corpora() -> Path:
     if not CORPORA.is_dir():
