@@ -27,7 +27,9 @@ event or object; they never carry a secret.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `vroot eventlog replay` start-up is benchmarked
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Iterable
 
 __all__ = [
     "AttestMagicInvalid",
