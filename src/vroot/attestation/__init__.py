@@ -1,1 +1,25 @@
-"""vroot.attestation (being built)."""
+"""Verification of TPM attestation evidence: quotes and certifications.
+
+    from vroot.attestation import verify_quote
+    from vroot.tpm2 import HashAlg, load_ak
+
+    vq = verify_quote(attest_bytes, sig_bytes, load_ak(ak_bytes), nonce=nonce,
+                      pcrs={HashAlg.SHA256: {0: pcr0, 7: pcr7}})
+    vq.pcrs          # PCR values the AK signed (only the quoted ones)
+
+`verify_*` raise a `QuoteError` subclass (a `VerificationError`) for evidence that does not verify,
+and `InvalidInput` for bytes that do not decode; they return `Verified*` values only on success.
+"""
+
+from vroot.attestation._checks import DEFAULT_ALLOWED_HASHES
+from vroot.attestation.certify import CertifiedNameMismatch, VerifiedCertify, verify_certify
+from vroot.attestation.quote import VerifiedQuote, verify_quote
+
+__all__ = [
+    "DEFAULT_ALLOWED_HASHES",
+    "CertifiedNameMismatch",
+    "VerifiedCertify",
+    "VerifiedQuote",
+    "verify_certify",
+    "verify_quote",
+]
