@@ -178,14 +178,6 @@ def test_specid_vendordata_is_read_leniently_like_tpm2_eventlog():
     assert len(log.events) == 1 and encode_tcg_log(log) == data
 
 
-def test_every_corpus_log_parses_and_replays_fast():
-    for rel in REPLAYED + PARSE_ONLY:
-        data = (CORPORA / rel).read_bytes()
-        start = time.perf_counter()
-        replay_tcg_log(parse_tcg_log(data))
-        assert time.perf_counter() - start < 0.05, rel  # typically 0.1-0.5 ms
-
-
 MUTATION_SOURCES = [
     "go-tpm-tools/glinux-alex.bin",
     "go-attestation/option_rom_eventlog",
