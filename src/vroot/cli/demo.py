@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 
 def demo(
     fast: bool = typer.Option(False, "--fast", help="No pauses (for tests)."),
+    workdir: Path | None = typer.Option(
+        None, "--workdir", help="Keep the demo's files here (default: a temporary directory, removed after)."
+    ),
 ) -> None:
     """Run the guided demo: a simulated host measures its boot into a swtpm and proves it."""
     from vroot.demo import run_demo
 
-    run_demo(fast=fast)
+    code = run_demo(fast=fast, workdir=workdir)
+    if code:
+        raise typer.Exit(code)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from typing import Any
 
 from vroot.errors import InvalidInput
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs CLI start-up time
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 
 class HashAlg(enum.IntEnum):
