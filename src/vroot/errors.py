@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "AttestMagicInvalid",
     "AttestTypeInvalid",
+    "CertifiedNameMismatch",
     "ChainBroken",
     "Conflict",
     "EventLogError",
@@ -129,6 +130,10 @@ class PcrDigestMismatch(QuoteError):
 
 class HashAlgorithmNotAllowed(QuoteError):
     """A hash algorithm outside the verifier's allowed set was used."""
+
+
+class CertifiedNameMismatch(QuoteError):
+    """TPMS_CERTIFY_INFO.name is not the name of the object the verifier expected."""
 
 
 class KeyAttributesInvalid(QuoteError):

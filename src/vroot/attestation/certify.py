@@ -18,14 +18,10 @@ from vroot.attestation._checks import (
     read_inputs,
     signing_key,
 )
-from vroot.errors import InvalidInput, NonceMismatch, QuoteError
+from vroot.errors import CertifiedNameMismatch, InvalidInput, NonceMismatch
 from vroot.tpm2 import HashAlg
 from vroot.tpm2._attest import CertifyInfo
 from vroot.tpm2._constants import AttestType
-
-
-class CertifiedNameMismatch(QuoteError):
-    """TPMS_CERTIFY_INFO.name is not the name of the object the verifier expected."""
 
 
 @dataclass(frozen=True, slots=True)
