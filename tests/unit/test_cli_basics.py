@@ -58,3 +58,17 @@ def test_fast_paths_fall_back_to_typer_for_anything_else(capsys):
     from vroot.cli.entry import main
 
     assert main(["eventlog", "replay", "--no-such-flag", "x", "--json"]) == 2
+
+
+def test_installed_launcher_keeps_help_free_of_heavy_imports():
+    """`vroot --help` start-up is benchmarked: the launcher must not pull in Typer, Rich or re."""
+    from pathlib import Path
+
+    launcher = Path(sys.executable).parent / "vroot"
+    assert launcher.exists(), "make setup installs bin/vroot into the venv"
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", str(launcher), "--help"], capture_output=True, text=True, check=True
+    )
+    assert "Commands:" in out.stdout
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert not imported & {"typer", "rich", "re", "cryptography"}, imported & {"typer", "rich", "re", "cryptography"}
