@@ -4,6 +4,8 @@
   short private directory by default, `tcp=True` for a loopback port pair) and stops every one it
   started by PID at teardown, also when the test failed.
 - `swtpm`: one such swtpm; `tm`: an open `TmClient` on it, closed at teardown.
+- `module_swtpm`: one swtpm shared by the tests of a module (for keys made once); its tests must
+  leave it as they found it (flush transient objects, close their connection).
 - `tools_env(proc)`: an environment for tpm2-tools talking to `proc`.
 - `verify_signature(pem, message, sig)`: checks a TPMT_SIGNATURE (ECDSA/RSASSA) with `cryptography`.
 
@@ -17,6 +19,7 @@ import shutil
 import struct
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +66,9 @@ def _require(binary: str) -> str:
     return path
 
 
-@pytest.fixture
-def swtpm_factory(tmp_path: Path) -> Iterator[Callable[..., SwtpmProcess]]:
+@contextmanager
+def _swtpms(state_root: Path) -> Iterator[Callable[..., SwtpmProcess]]:
+    """A function starting swtpms with their state under `state_root`; stops them all by PID on exit."""
     _require("swtpm")
     started: list[SwtpmProcess] = []
     # AF_UNIX paths must stay under 107 bytes (with ".ctrl"); tmp_path can be longer.
@@ -77,7 +81,7 @@ def swtpm_factory(tmp_path: Path) -> Iterator[Callable[..., SwtpmProcess]]:
         n = next(counter)
         name = name or f"tpm{n}"
         if state_dir is None:
-            state_dir = tmp_path / name
+            state_dir = state_root / name
         if tcp:
             kw.setdefault("tcp_port", free_tcp_port())
         else:
@@ -95,8 +99,21 @@ def swtpm_factory(tmp_path: Path) -> Iterator[Callable[..., SwtpmProcess]]:
 
 
 @pytest.fixture
+def swtpm_factory(tmp_path: Path) -> Iterator[Callable[..., SwtpmProcess]]:
+    with _swtpms(tmp_path) as start:
+        yield start
+
+
+@pytest.fixture
 def swtpm(swtpm_factory: Callable[..., SwtpmProcess]) -> SwtpmProcess:
     return swtpm_factory()
+
+
+@pytest.fixture(scope="module")
+def module_swtpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwtpmProcess]:
+    """One swtpm for all the tests of a module, for set-up worth sharing (keys made once)."""
+    with _swtpms(tmp_path_factory.mktemp("swtpm")) as start:
+        yield start()
 
 
 @pytest.fixture
@@ -107,7 +124,7 @@ def tm(swtpm: SwtpmProcess) -> Iterator[Any]:
         yield client
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tools_env() -> Callable[[SwtpmProcess], dict[str, str]]:
     _require("tpm2_checkquote")
 

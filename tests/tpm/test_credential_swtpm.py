@@ -1,26 +1,17 @@
 """Software MakeCredential (vroot.tpm2.make_credential) against TPM2_ActivateCredential on a real swtpm.
 
-tpm2-pytss drives the TPM directly here (TPM-NOTES sections 3-4), independent of `vroot.tm`. The same
-swtpm also checks that the codec computes names, qualified names and the EK policy as a TPM does, and
-that `verify_quote` / `verify_certify` accept what the TPM signs.
+tpm2-pytss drives the TPM directly here (TPM-NOTES sections 3-4), independent of the `vroot.tm` client;
+only the swtpm process comes from the fixtures (one fresh swtpm per test). The same swtpm also checks
+that the codec computes names, qualified names and the EK policy as a TPM does, and that
+`verify_quote` / `verify_certify` accept what the TPM signs.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
 
 import pytest
-
-os.environ.setdefault("TSS2_LOG", "all+NONE")
-
-pytestmark = pytest.mark.tpm
-
-tpm2_pytss = pytest.importorskip("tpm2_pytss")
-from tpm2_pytss import (  # noqa: E402
+from tpm2_pytss import (
     ESAPI,
     ESYS_TR,
     TPM2_ALG,
@@ -34,11 +25,11 @@ from tpm2_pytss import (  # noqa: E402
     TPMT_SYM_DEF,
     TSS2_Exception,
 )
-from tpm2_pytss.utils import NVReadEK, create_ek_template  # noqa: E402
+from tpm2_pytss.utils import NVReadEK, create_ek_template
 
-from vroot.attestation import CertifiedNameMismatch, verify_certify, verify_quote  # noqa: E402
-from vroot.errors import NonceMismatch  # noqa: E402
-from vroot.tpm2 import (  # noqa: E402
+from vroot.attestation import CertifiedNameMismatch, verify_certify, verify_quote
+from vroot.errors import NonceMismatch
+from vroot.tpm2 import (
     Handle,
     HashAlg,
     make_credential,
@@ -47,84 +38,15 @@ from vroot.tpm2 import (  # noqa: E402
     qualified_name,
 )
 
+pytestmark = pytest.mark.tpm
+
 A = TPMA_OBJECT
 AK_ATTRS = A.FIXEDTPM | A.FIXEDPARENT | A.SENSITIVEDATAORIGIN | A.USERWITHAUTH | A.RESTRICTED | A.SIGN_ENCRYPT
-GET_RANDOM_8 = bytes.fromhex("80010000000c0000017b0008")
-
-
-def _free_port_pair() -> int:
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65534:
-            continue
-        with socket.socket() as s1, socket.socket() as s2:
-            try:
-                s1.bind(("127.0.0.1", port))
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
-
-
-def _ready(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(GET_RANDOM_8)
-            reply = s.recv(64)
-    except OSError:
-        return False
-    return len(reply) >= 10 and reply[6:10] == b"\0\0\0\0"
-
-
-@pytest.fixture(scope="module")
-def swtpm_port(tmp_path_factory):
-    """A fresh swtpm on a free TCP port pair; ready when a real GetRandom answers; stopped by PID."""
-    if shutil.which("swtpm") is None:
-        pytest.fail("swtpm is not installed (make setup installs it)")
-    state = tmp_path_factory.mktemp("swtpm-credential")
-    port = _free_port_pair()
-    proc = subprocess.Popen(
-        [
-            "swtpm",
-            "socket",
-            "--tpm2",
-            "--tpmstate",
-            f"dir={state}",
-            "--flags",
-            "not-need-init,startup-clear",
-            "--server",
-            f"type=tcp,port={port}",
-            "--ctrl",
-            f"type=tcp,port={port + 1}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not _ready(port):
-            if proc.poll() is not None:
-                pytest.fail(f"swtpm exited: {proc.stderr.read().decode(errors='replace')}")
-            if time.monotonic() > deadline:
-                pytest.fail("swtpm did not answer GetRandom within 10 s")
-            time.sleep(0.005)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
 
 
 @pytest.fixture
-def esapi(swtpm_port):
-    with ESAPI(f"swtpm:host=127.0.0.1,port={swtpm_port}") as e:
+def esapi(swtpm):
+    with ESAPI(swtpm.tcti) as e:
         yield e
 
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,83 +22,16 @@ from vroot.tpm2 import HashAlg, PcrSelection, load_ak, parse_public, parse_tpm2_
 
 pytestmark = pytest.mark.tpm
 
-GET_RANDOM_8 = bytes.fromhex("80010000000c0000017b0008")
 PCRS_0_16 = ",".join(map(str, range(17)))
 
 
-def _free_port_pair() -> int:
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65534:
-            continue
-        with socket.socket() as s1, socket.socket() as s2:
-            try:
-                s1.bind(("127.0.0.1", port))
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
-
-
-def _ready(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(GET_RANDOM_8)
-            reply = s.recv(64)
-    except OSError:
-        return False
-    return len(reply) >= 10 and reply[6:10] == b"\0\0\0\0"
-
-
 @pytest.fixture(scope="module")
-def tcti(tmp_path_factory):
-    """A fresh swtpm (own state dir, free port pair), ready when GetRandom answers, stopped by PID."""
-    for tool in ("swtpm", "tpm2_quote", "tpm2_createak"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed (make setup installs swtpm and tpm2-tools)")
-    state = tmp_path_factory.mktemp("swtpm-tools")
-    port = _free_port_pair()
-    proc = subprocess.Popen(
-        [
-            "swtpm",
-            "socket",
-            "--tpm2",
-            "--tpmstate",
-            f"dir={state}",
-            "--flags",
-            "not-need-init,startup-clear",
-            "--server",
-            f"type=tcp,port={port}",
-            "--ctrl",
-            f"type=tcp,port={port + 1}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not _ready(port):
-            if proc.poll() is not None:
-                pytest.fail(f"swtpm exited: {proc.stderr.read().decode(errors='replace')}")
-            if time.monotonic() > deadline:
-                pytest.fail("swtpm did not answer GetRandom within 10 s")
-            time.sleep(0.005)
-        yield f"swtpm:host=127.0.0.1,port={port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+def env(module_swtpm, tools_env):
+    """The environment of the tpm2-tools runs: all on one swtpm, shared by the module's tests."""
+    return tools_env(module_swtpm)
 
 
-def _tools(tcti: str, cwd: Path, *argv: str) -> None:
-    env = os.environ | {"TPM2TOOLS_TCTI": tcti, "TSS2_LOG": "all+NONE"}
+def _tools(env: dict[str, str], cwd: Path, *argv: str) -> None:
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         pytest.fail(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
@@ -115,15 +45,15 @@ AKS = {
 
 
 @pytest.fixture(scope="module")
-def aks(tcti, tmp_path_factory):
+def aks(env, tmp_path_factory):
     """For each kind: a directory holding ak.pub (TPM2B_PUBLIC), ak.pem, ak.name; the AK persisted."""
     out = {}
     for kind, (ek_alg, ak_alg, scheme, handle) in AKS.items():
         d = tmp_path_factory.mktemp(f"ak-{kind}")
-        _tools(tcti, d, "tpm2_flushcontext", "-t")
-        _tools(tcti, d, "tpm2_createek", "-c", "ek.ctx", "-G", ek_alg, "-u", "ek.pub")
+        _tools(env, d, "tpm2_flushcontext", "-t")
+        _tools(env, d, "tpm2_createek", "-c", "ek.ctx", "-G", ek_alg, "-u", "ek.pub")
         _tools(
-            tcti,
+            env,
             d,
             "tpm2_createak",
             "-C",
@@ -141,21 +71,21 @@ def aks(tcti, tmp_path_factory):
             "-n",
             "ak.name",
         )
-        _tools(tcti, d, "tpm2_flushcontext", "-t")
-        _tools(tcti, d, "tpm2_readpublic", "-c", "ak.ctx", "-f", "pem", "-o", "ak.pem")
-        _tools(tcti, d, "tpm2_flushcontext", "-t")
-        _tools(tcti, d, "tpm2_evictcontrol", "-C", "o", "-c", "ak.ctx", handle)
-        _tools(tcti, d, "tpm2_flushcontext", "-t")
+        _tools(env, d, "tpm2_flushcontext", "-t")
+        _tools(env, d, "tpm2_readpublic", "-c", "ak.ctx", "-f", "pem", "-o", "ak.pem")
+        _tools(env, d, "tpm2_flushcontext", "-t")
+        _tools(env, d, "tpm2_evictcontrol", "-C", "o", "-c", "ak.ctx", handle)
+        _tools(env, d, "tpm2_flushcontext", "-t")
         out[kind] = (d, handle)
     # Something in PCR 16, so the quoted values are not all reset values.
-    _tools(tcti, d, "tpm2_pcrextend", "16:sha256=" + hashlib.sha256(b"vroot").hexdigest())
+    _tools(env, d, "tpm2_pcrextend", "16:sha256=" + hashlib.sha256(b"vroot").hexdigest())
     return out
 
 
-def _quote(tcti, d: Path, handle: str, nonce: bytes, selection: str) -> dict[str, Path]:
+def _quote(env: dict[str, str], d: Path, handle: str, nonce: bytes, selection: str) -> dict[str, Path]:
     files = {"attest": d / "q.msg", "sig": d / "q.sig", "pcrs": d / "q.pcrs"}
     _tools(
-        tcti,
+        env,
         d,
         "tpm2_quote",
         "-c",
@@ -177,10 +107,10 @@ def _quote(tcti, d: Path, handle: str, nonce: bytes, selection: str) -> dict[str
 
 
 @pytest.mark.parametrize("kind", ["ecc", "rsa"])
-def test_tpm2_tools_quote_verifies_with_vroot(tcti, aks, kind):
+def test_tpm2_tools_quote_verifies_with_vroot(env, aks, kind):
     d, handle = aks[kind]
     nonce = os.urandom(20)
-    q = _quote(tcti, d, handle, nonce, f"sha256:{PCRS_0_16}")
+    q = _quote(env, d, handle, nonce, f"sha256:{PCRS_0_16}")
     ak = parse_public((d / "ak.pub").read_bytes())
     assert ak.name() == (d / "ak.name").read_bytes()  # tpm2_createak -n writes the raw name
     assert ak.is_restricted_signing
@@ -200,10 +130,10 @@ def test_tpm2_tools_quote_verifies_with_vroot(tcti, aks, kind):
         verify_quote(attest, sig, ak, nonce=nonce, pcrs=pcrs)
 
 
-def test_multi_bank_quote_and_pcr_file(tcti, aks):
+def test_multi_bank_quote_and_pcr_file(env, aks):
     d, handle = aks["ecc"]
     nonce = b"\x90\x09"
-    q = _quote(tcti, d, handle, nonce, "sha1:0,1,2,3,16+sha256:0,7,16,23+sha384:16")
+    q = _quote(env, d, handle, nonce, "sha1:0,1,2,3,16+sha256:0,7,16,23+sha384:16")
     pcrs = parse_tpm2_tools_pcrs(q["pcrs"].read_bytes())
     assert list(pcrs) == [HashAlg.SHA1, HashAlg.SHA256, HashAlg.SHA384]
     assert sorted(pcrs[HashAlg.SHA256]) == [0, 7, 16, 23]
@@ -227,10 +157,10 @@ def _cli(*argv: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("kind", ["ecc", "rsa"])
-def test_cli_end_to_end_on_tpm2_tools_files(tcti, aks, kind, tmp_path):
+def test_cli_end_to_end_on_tpm2_tools_files(env, aks, kind, tmp_path):
     d, handle = aks[kind]
     nonce = os.urandom(16)
-    q = _quote(tcti, d, handle, nonce, f"sha256:{PCRS_0_16}")
+    q = _quote(env, d, handle, nonce, f"sha256:{PCRS_0_16}")
     base = ["quote", "verify", "--attest", str(q["attest"]), "--signature", str(q["sig"])]
     base += ["--pcrs", str(q["pcrs"])]
     for ak_file in ("ak.pub", "ak.pem"):
