@@ -7,8 +7,8 @@ import os
 import pytest
 
 from vroot.errors import InvalidInput, TmError, TmPolicyFailed
-from vroot.tm import DUPLICATE_POLICY, PolicyCommandCode
-from vroot.tm._policy import policy_pcr_digest
+from vroot.tm import DUPLICATE_POLICY, PolicyCommandCode, PolicyPcr
+from vroot.tm._policy import policy_digest
 from vroot.tm.client import DuplicationBlob, TmClient, wrap_sealed
 from vroot.tpm2 import HashAlg
 
@@ -87,7 +87,7 @@ def test_software_wrap_to_srk(tm):
 def test_software_wrap_with_pcr_policy(tm):
     sel = {HashAlg.SHA256: [16]}
     with tm.create_srk() as srk:
-        policy = policy_pcr_digest(sel, tm.pcr_read(sel))
+        policy = policy_digest([PolicyPcr.of(sel)], tm.pcr_read(sel))
         public, blob = wrap_sealed(srk.public, DATA, policy_digest=policy, inner_wrap=False)
         imported = tm.import_(srk, public, blob)
         assert tm.unseal(srk, imported, pcrs=sel) == DATA

@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_ds
 from tpm2_pytss import TSS2_Exception
 
 from vroot.errors import InvalidInput, TmError, TmPolicyFailed
-from vroot.tm import PolicyCommandCode, PolicyPcr
-from vroot.tm._policy import TPM_CC_DUPLICATE, policy_command_code_digest, policy_digest, policy_pcr_digest
+from vroot.tm import DUPLICATE_POLICY, PolicyCommandCode, PolicyPcr
+from vroot.tm._policy import normalize_selection, policy_digest
 from vroot.tm.client import public_pem
-from vroot.tpm2 import HashAlg
+from vroot.tpm2 import CommandCode, HashAlg, pcr_values_digest, policy_command_code, policy_pcr
 
 pytestmark = pytest.mark.tpm
 
@@ -40,14 +40,18 @@ def test_software_policy_pcr_digest_equals_trial_session(tm, selection):
     extend(tm, 16, b"kernel")
     extend(tm, 23, b"app")
     values = tm.pcr_read(selection)
-    assert policy_pcr_digest(selection, values) == tm.trial_policy([PolicyPcr.of(selection)])
+    sel = normalize_selection(selection)  # the order PolicyPcr.of sends to the TPM
+    software = policy_pcr(None, sel, pcr_values_digest(values, sel, HashAlg.SHA256), alg=HashAlg.SHA256)
+    assert software == tm.trial_policy([PolicyPcr.of(selection)])
+    assert policy_digest([PolicyPcr.of(selection)], values) == software
     assert tm.pcr_policy_digest(selection) == tm.trial_policy([PolicyPcr.of(selection)])
 
 
 def test_software_command_code_and_chained_digests_equal_trial(tm):
-    assert policy_command_code_digest(TPM_CC_DUPLICATE) == tm.trial_policy(
-        [PolicyCommandCode(TPM_CC_DUPLICATE)]
+    assert policy_command_code(None, CommandCode.Duplicate, alg=HashAlg.SHA256) == tm.trial_policy(
+        [PolicyCommandCode(CommandCode.Duplicate)]
     )
+    assert policy_digest(DUPLICATE_POLICY) == tm.trial_policy(DUPLICATE_POLICY)
     steps = [PolicyPcr.of(SEL16), PolicyCommandCode(0x15D)]  # PCR, then only TPM2_Sign
     assert policy_digest(steps, tm.pcr_read(SEL16)) == tm.trial_policy(steps)
     assert tm.session_handles() == []
@@ -73,7 +77,7 @@ def test_seal_to_future_pcr_values(tm):
     """The software digest lets the host seal to values the PCRs will have after the next boot."""
     banks = tm.pcr_banks()
     future = {alg: {16: alg.digest(alg.digest_size * b"\0" + alg.digest(b"next kernel"))} for alg in banks}
-    policy = policy_pcr_digest(SEL16, future)
+    policy = policy_digest([PolicyPcr.of(SEL16)], future)
     with tm.create_srk() as srk:
         blob = tm.seal(srk, SECRET, policy_digest=policy)
         with pytest.raises(TmPolicyFailed):

@@ -69,18 +69,14 @@ from vroot.tm._policy import (  # noqa: E402
     DUPLICATE_POLICY,
     EK_POLICY_SHA256,
     PCR_COUNT,
-    NormalSelection,
-    PcrSelection,
     PolicyCommandCode,
     PolicyPcr,
     PolicyStep,
-    marshal_pcr_selection,
+    SelectionLike,
     normalize_selection,
     policy_digest,
-    policy_pcr_digest,
-    unmarshal_pcr_selection,
 )
-from vroot.tpm2 import HashAlg  # noqa: E402
+from vroot.tpm2 import HashAlg, PcrSelection, parse_pcr_selection  # noqa: E402
 
 __all__ = [
     "DuplicationBlob",
@@ -241,15 +237,16 @@ def _unmarshal(cls: type[T], data: bytes, what: str) -> T:
     return obj  # type: ignore[no-any-return]
 
 
-def _tpml_selection(selection: PcrSelection) -> Any:
-    return _unmarshal(TPML_PCR_SELECTION, marshal_pcr_selection(selection), "PCR selection")
+def _tpml_selection(selection: SelectionLike) -> Any:
+    return _unmarshal(TPML_PCR_SELECTION, normalize_selection(selection).encode(), "PCR selection")
 
 
-def _hash_alg(alg_id: int) -> HashAlg | None:
+def _read_selection(tpml: Any, what: str) -> PcrSelection:
+    """A TPML_PCR_SELECTION the TPM returned, decoded by `vroot.tpm2`."""
     try:
-        return HashAlg(alg_id)
-    except ValueError:
-        return None
+        return parse_pcr_selection(tpml.marshal())
+    except InvalidInput as exc:
+        raise TmError(f"{what} returned a bad TPML_PCR_SELECTION: {exc}") from exc
 
 
 def _kind(kind: str) -> KeyKind:
@@ -420,7 +417,7 @@ class TmClient:
         for step in steps:
             if isinstance(step, PolicyPcr):
                 with _tss("PolicyPCR"):
-                    self.esapi.policy_pcr(s, TPM2B_DIGEST(), _tpml_selection(dict(step.selection)))
+                    self.esapi.policy_pcr(s, TPM2B_DIGEST(), _tpml_selection(step.selection))
             elif isinstance(step, PolicyCommandCode):
                 with _tss("PolicyCommandCode"):
                     self.esapi.policy_command_code(s, step.code)
@@ -480,13 +477,10 @@ class TmClient:
         """The active PCR banks (GetCapability PCRS: banks with at least one PCR allocated)."""
         with _tss("GetCapability(PCRS)"):
             _, data = self.esapi.get_capability(TPM2_CAP.PCRS, 0, 1)
-        banks = []
-        for alg, indices in unmarshal_pcr_selection(data.data.assignedPCR.marshal()):
-            if indices and _hash_alg(alg) is not None:
-                banks.append(HashAlg(alg))
-        return tuple(banks)
+        assigned = _read_selection(data.data.assignedPCR, "GetCapability(PCRS)")
+        return tuple(alg for alg, indices in assigned.banks if indices)
 
-    def pcr_read(self, selection: PcrSelection | None = None) -> dict[HashAlg, dict[int, bytes]]:
+    def pcr_read(self, selection: SelectionLike | None = None) -> dict[HashAlg, dict[int, bytes]]:
         """PCR values by bank and index; by default every active bank, PCRs 0-23.
 
         PCR_Read returns at most 8 digests per call: the returned selection says which; the rest is
@@ -502,9 +496,9 @@ class TmClient:
             # an extend came between two PCR_Read calls: the values may be of two moments
         raise TmError("PCRs kept changing while being read (pcrUpdateCounter moved 8 times)")
 
-    def _pcr_read_once(self, norm: NormalSelection) -> tuple[dict[HashAlg, dict[int, bytes]], list[int]]:
-        out: dict[HashAlg, dict[int, bytes]] = {alg: {} for alg, _ in norm}
-        remaining = {alg: set(idx) for alg, idx in norm}
+    def _pcr_read_once(self, norm: PcrSelection) -> tuple[dict[HashAlg, dict[int, bytes]], list[int]]:
+        out: dict[HashAlg, dict[int, bytes]] = {alg: {} for alg, _ in norm.banks}
+        remaining = {alg: set(idx) for alg, idx in norm.banks}
         counters = []
         while any(remaining.values()):
             ask = {alg: idx for alg, idx in remaining.items() if idx}
@@ -512,18 +506,16 @@ class TmClient:
                 counter, sel_out, digests = self.esapi.pcr_read(_tpml_selection(ask))
             counters.append(int(counter))
             values = [bytes(d) for d in digests]
-            got = unmarshal_pcr_selection(sel_out.marshal())
+            got = _read_selection(sel_out, "PCR_Read")
             n = progress = 0
-            for alg_id, indices in got:
-                for i in indices:
-                    if n >= len(values):
-                        raise TmError("PCR_Read returned fewer digests than its selection says")
-                    alg = _hash_alg(alg_id)
-                    if alg in remaining and i in remaining[alg]:
-                        out[alg][i] = values[n]
-                        remaining[alg].discard(i)
-                        progress += 1
-                    n += 1
+            for alg, i in got:  # digest order: banks as returned, indices ascending
+                if n >= len(values):
+                    raise TmError("PCR_Read returned fewer digests than its selection says")
+                if alg in remaining and i in remaining[alg]:
+                    out[alg][i] = values[n]
+                    remaining[alg].discard(i)
+                    progress += 1
+                n += 1
             if progress == 0:
                 missing = ", ".join(f"{a.bank}:{sorted(i)}" for a, i in remaining.items() if i)
                 raise TmError(f"PCRs not readable (bank not active?): {missing}")
@@ -547,9 +539,10 @@ class TmClient:
         with _tss(f"PCR_Extend({pcr})"):
             self.esapi.pcr_extend(ESYS_TR(int(ESYS_TR.PCR0) + pcr), values)
 
-    def pcr_policy_digest(self, selection: PcrSelection) -> bytes:
+    def pcr_policy_digest(self, selection: SelectionLike) -> bytes:
         """The PolicyPCR digest (SHA-256 session) of the PCRs' current values, computed in software."""
-        return policy_pcr_digest(selection, self.pcr_read(selection))
+        step = PolicyPcr.of(selection)
+        return policy_digest([step], self.pcr_read(step.selection))
 
     def trial_policy(self, steps: Sequence[PolicyStep]) -> bytes:
         """The policy digest of `steps` as the TPM computes it (trial session, current PCR values)."""
@@ -736,7 +729,7 @@ class TmClient:
 
     # -- attestation -----------------------------------------------------------------------------
 
-    def quote(self, ak: TmObject, selection: PcrSelection, nonce: bytes) -> tuple[bytes, bytes]:
+    def quote(self, ak: TmObject, selection: SelectionLike, nonce: bytes) -> tuple[bytes, bytes]:
         """TPM2_Quote with the AK's scheme: (TPMS_ATTEST, TPMT_SIGNATURE), as `tpm2_quote -m` / `-s` write them."""
         sel = _tpml_selection(selection)
         with self._auth(ak) as s, _tss("Quote"):
@@ -827,7 +820,7 @@ class TmClient:
         sensitive = TPM2B_SENSITIVE_CREATE(TPMS_SENSITIVE_CREATE(data=bytes(data)))
         return self._create(parent, template, sensitive, "duplicable sealed data")
 
-    def unseal(self, parent: TmObject, blob: KeyBlob, *, pcrs: PcrSelection | None = None) -> bytes:
+    def unseal(self, parent: TmObject, blob: KeyBlob, *, pcrs: SelectionLike | None = None) -> bytes:
         """Load `blob` under `parent` and unseal it, through PolicyPCR(`pcrs`) when given (else the
         empty password); `TmPolicyFailed` when the PCRs no longer hold the sealed-to values."""
         policy = None if pcrs is None else [PolicyPcr.of(pcrs)]
