@@ -12,7 +12,10 @@
     │   │   ├── PcrSelectionMismatch, PcrDigestMismatch
     │   │   └── HashAlgorithmNotAllowed
     │   ├── ReplayMismatch            a log that does not replay to the claimed PCRs (bank, pcrs)
-    │   └── ChainBroken               a measured-boot link that does not hold
+    │   ├── ChainBroken               a measured-boot link that does not hold
+    │   ├── CertificateInvalid        an X.509 certificate or chain that does not verify
+    │   ├── MerkleProofInvalid        an inclusion proof that does not lead to the root
+    │   └── HostStateChanged          the host left the trusted state a key was sealed to (pcrs)
     ├── NotFound
     ├── Conflict
     ├── Unavailable                   a dependency (swtpm, TM, database) that cannot answer
@@ -35,12 +38,15 @@ __all__ = [
     "AttestMagicInvalid",
     "AttestTypeInvalid",
     "CertifiedNameMismatch",
+    "CertificateInvalid",
     "ChainBroken",
     "Conflict",
     "EventLogError",
     "HashAlgorithmNotAllowed",
+    "HostStateChanged",
     "InvalidInput",
     "KeyAttributesInvalid",
+    "MerkleProofInvalid",
     "NonceMismatch",
     "NotFound",
     "PcrDigestMismatch",
@@ -154,6 +160,25 @@ class ReplayMismatch(VerificationError):
 
 class ChainBroken(VerificationError):
     """A link of a transitive-trust chain does not hold (a stage not measured before it ran)."""
+
+
+class CertificateInvalid(VerificationError):
+    """An X.509 certificate (EK, vEK, AK) or its chain does not verify, or says what it may not."""
+
+
+class MerkleProofInvalid(VerificationError):
+    """A Merkle inclusion proof does not lead from the leaf to the expected root."""
+
+
+class HostStateChanged(VerificationError):
+    """The host's measured state is not the trusted state a key was sealed to.
+
+    `pcrs` lists the PCR indices whose values differ from those of the trusted state.
+    """
+
+    def __init__(self, message: str, *, pcrs: Iterable[int]) -> None:
+        self.pcrs = tuple(sorted(pcrs))
+        super().__init__(message)
 
 
 class NotFound(VrootError):
