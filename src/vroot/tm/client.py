@@ -307,15 +307,17 @@ class TmClient:
         self._sessions: set[Any] = set()
 
     @classmethod
-    def open(cls, tcti: str) -> TmClient:
-        """Connect to the TPM behind `tcti` (`device:/dev/tpmrm0`, `swtpm:host=...,port=...`)."""
+    def open(cls, tcti: str | Any) -> TmClient:
+        """Connect to the TPM behind `tcti`: a TCTI string (`device:/dev/tpmrm0`,
+        `swtpm:host=...,port=...`, `swtpm:path=...`) or a tpm2-pytss TCTI object (for example a
+        Python TCTI over a data channel attached to a swtpm's control socket)."""
         try:
             esapi = ESAPI(tcti)
         except TSS2_Exception as exc:
             raise _tm_error(f"cannot open TPM {tcti!r}", exc) from exc
         except (ValueError, TypeError) as exc:
             raise InvalidInput(f"bad TCTI {tcti!r}: {exc}") from exc
-        return cls(esapi, tcti)
+        return cls(esapi, tcti if isinstance(tcti, str) else repr(tcti))
 
     def __enter__(self) -> TmClient:
         return self
