@@ -866,3 +866,39 @@ class TmClient:
         with self._auth(parent) as s, _tss("Import"):
             priv = self.esapi.import_(parent.tr, enc_key, pub, dup, seed, sym, session1=s)
         return KeyBlob(priv.marshal(), pub.marshal())
+
+    # -- decryption keys (data protection, DP-1) ---------------------------------------------------
+
+    def create_decryption_primary(self) -> TmObject:
+        """An unrestricted ECC P-256 decryption key (scheme ECDH-SHA256, no symmetric, no KDF) as a
+        primary of the owner hierarchy, for `ecdh_zgen`.
+
+        fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|decrypt, nameAlg SHA-256, empty
+        unique: a primary is derived from the owner seed and the template, so the same key (same
+        name) comes back each time until the owner hierarchy is cleared (TPM2_Clear).
+        """
+        template = TPM2B_PUBLIC.parse(
+            "ecc256:ecdh-sha256",
+            nameAlg="sha256",
+            objectAttributes=A.FIXEDTPM | A.FIXEDPARENT | A.SENSITIVEDATAORIGIN | A.USERWITHAUTH | A.DECRYPT,
+        )
+        with _tss("CreatePrimary(ECDH decryption key)"):
+            tr, pub = self.esapi.create_primary(None, template, ESYS_TR.OWNER)[:2]
+        return self._adopt(tr, pub)
+
+    def ecdh_zgen(self, key: TmObject, point: bytes) -> bytes:
+        """TPM2_ECDH_ZGen with an ECC decryption key: Z, the x-coordinate of d·`point` (SP800-56A).
+
+        `point` is an uncompressed SEC1 point (0x04 ‖ x ‖ y) on the key's curve. The TPM refuses a
+        point that is not on the curve (TmError, TPM_RC_ECC_POINT).
+        """
+        from tpm2_pytss import TPM2B_ECC_POINT, TPMS_ECC_POINT
+
+        point = bytes(point)
+        if len(point) < 3 or point[0] != 4 or len(point) % 2 != 1:
+            raise InvalidInput(f"ECDH point must be uncompressed SEC1 (0x04 ‖ x ‖ y), got {len(point)} bytes")
+        size = (len(point) - 1) // 2
+        inpoint = TPM2B_ECC_POINT(TPMS_ECC_POINT(x=point[1 : 1 + size], y=point[1 + size :]))
+        with self._auth(key) as s, _tss("ECDH_ZGen"):
+            out = self.esapi.ecdh_zgen(key.tr, inpoint, session1=s)
+        return bytes(out.point.x)
