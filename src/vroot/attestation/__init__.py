@@ -13,6 +13,7 @@ and `InvalidInput` for bytes that do not decode; they return `Verified*` values 
 
 from vroot.attestation._checks import DEFAULT_ALLOWED_HASHES
 from vroot.attestation.certify import CertifiedNameMismatch, VerifiedCertify, verify_certify
+from vroot.attestation.merkle import deep_quote_leaf, inclusion_proof, merkle_root, verify_inclusion
 from vroot.attestation.quote import VerifiedQuote, verify_quote
 
 __all__ = [
@@ -20,6 +21,10 @@ __all__ = [
     "CertifiedNameMismatch",
     "VerifiedCertify",
     "VerifiedQuote",
+    "deep_quote_leaf",
+    "inclusion_proof",
+    "merkle_root",
     "verify_certify",
+    "verify_inclusion",
     "verify_quote",
 ]
