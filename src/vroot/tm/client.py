@@ -873,14 +873,21 @@ class TmClient:
         """An unrestricted ECC P-256 decryption key (scheme ECDH-SHA256, no symmetric, no KDF) as a
         primary of the owner hierarchy, for `ecdh_zgen`.
 
-        fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|decrypt, nameAlg SHA-256, empty
+        fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|noDA|decrypt, nameAlg SHA-256, empty
         unique: a primary is derived from the owner seed and the template, so the same key (same
-        name) comes back each time until the owner hierarchy is cleared (TPM2_Clear).
+        name) comes back each time until the owner hierarchy is cleared (TPM2_Clear). noDA: its
+        authValue is empty, so dictionary-attack protection guards nothing, and without noDA each
+        unorderly TM shutdown after a use counts as a failure until the TM locks the key out.
         """
         template = TPM2B_PUBLIC.parse(
             "ecc256:ecdh-sha256",
             nameAlg="sha256",
-            objectAttributes=A.FIXEDTPM | A.FIXEDPARENT | A.SENSITIVEDATAORIGIN | A.USERWITHAUTH | A.DECRYPT,
+            objectAttributes=A.FIXEDTPM
+            | A.FIXEDPARENT
+            | A.SENSITIVEDATAORIGIN
+            | A.USERWITHAUTH
+            | A.NODA
+            | A.DECRYPT,
         )
         with _tss("CreatePrimary(ECDH decryption key)"):
             tr, pub = self.esapi.create_primary(None, template, ESYS_TR.OWNER)[:2]
