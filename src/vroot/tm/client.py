@@ -466,6 +466,17 @@ class TmClient:
         """Persistent objects in the TPM."""
         return self._handles(0x81000000, (0x81,))
 
+    def shutdown(self) -> None:
+        """TPM2_Shutdown(CLEAR): an orderly shutdown before the TPM is powered off (its process stops).
+
+        Without it the next TPM2_Startup counts a dictionary-attack failure (an unorderly shutdown
+        may hide an attack), and a few restarts lock every DA-protected object out.
+        """
+        from tpm2_pytss import TPM2_SU
+
+        with _tss("Shutdown(CLEAR)"):
+            self.esapi.shutdown(TPM2_SU.CLEAR)
+
     def get_random(self, n: int) -> bytes:
         out = b""
         with _tss("GetRandom"):
