@@ -116,7 +116,7 @@ def unbind(tm: TmClient, blob: BoundBlob | bytes) -> bytes:
             raise VerificationError(
                 f"bound to the binding key {blob.key_id.hex()[:16]}…, but this TM's binding key "
                 f"(0x{BINDING_KEY.handle:08x}) is {mine.hex()[:16]}…: the data was bound for another "
-                "TM (or this TM's owner hierarchy was cleared)"
+                "TM (or altered, or this TM's owner hierarchy was cleared)"
             )
 
     with persistent_key(tm, BINDING_KEY, want=same_key) as key:

@@ -12,8 +12,9 @@ or derives it and persists it when the handle is empty. With `want` (a check of 
 needs, e.g. the SRK a blob was sealed under) nothing is persisted unless the derived key passes it:
 trying a blob of another TM leaves that TM as it was.
 
-A key already at a handle must have the role's type and attributes (fixedTPM, fixedParent, ECC
-P-256, decrypt, restricted for the SRK only), else `Conflict`: vroot never uses a key someone else
+A key already at a handle must have the role's type and attributes (ECC P-256, fixedTPM,
+fixedParent, userWithAuth (used with the empty password), decrypt, restricted for the SRK only),
+else `Conflict`: vroot never uses a key someone else
 put there for another purpose. fixedTPM on a persistent owner object means this TPM made it (Import
 refuses fixedTPM; externally loaded objects cannot be persisted in the owner hierarchy).
 """
@@ -77,7 +78,7 @@ class KeyRole:
 SRK = KeyRole(
     what="storage root key (ECC P-256, restricted decryption)",
     handle=SRK_HANDLE,
-    required=A.FIXEDTPM | A.FIXEDPARENT | A.RESTRICTED | A.DECRYPT,
+    required=A.FIXEDTPM | A.FIXEDPARENT | A.USERWITHAUTH | A.RESTRICTED | A.DECRYPT,
     forbidden=A.SIGN_ENCRYPT,
     create=lambda tm: tm.create_srk("ecc"),
 )

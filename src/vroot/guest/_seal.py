@@ -129,8 +129,8 @@ def unseal(tm: TmClient, blob: SealedBlob | bytes) -> bytes:
         if srk.name != blob.srk_name:
             raise VerificationError(
                 f"sealed under the SRK named {blob.srk_name.hex()}, but this TM's SRK (0x{SRK.handle:08x}) "
-                f"is {srk.name.hex()}: the blob was sealed on another TM (or this TM's owner "
-                "hierarchy was cleared)"
+                f"is {srk.name.hex()}: the blob was sealed on another TM (or altered, or this TM's "
+                "owner hierarchy was cleared)"
             )
 
     from vroot.tm.client import KeyBlob  # not at import: `bind` must run where tpm2-pytss is absent
