@@ -51,7 +51,7 @@ def test_bind_anywhere_unbind_in_the_tm(tm):
     big = os.urandom(10 * 1024)
     for data in (b"k", b"volume key " * 3, big):
         blob = bind(pem, data, rng=os.urandom)
-        assert data not in blob
+        assert len(data) < 8 or data not in blob  # (one byte may occur by chance)
         assert unbind(tm, blob) == data
         assert unbind(tm, parse_bound_blob(blob)) == data
     assert_clean(tm)

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from vroot.errors import InvalidInput, TmError, VerificationError
 from vroot.guest import _aead
-from vroot.guest._blob import MAX_DATA, NONCE_SIZE, BoundBlob, parse_bound_blob
+from vroot.guest._blob import NONCE_SIZE, BoundBlob, parse_bound_blob, plaintext
 from vroot.guest._keys import BINDING_KEY, key_id, persistent_key, spki_der, tm_refused
 from vroot.tpm2 import HashAlg, kdfe, parse_public
 
@@ -76,11 +76,7 @@ def bind(public_pem: bytes, data: bytes, *, rng: Callable[[int], bytes]) -> byte
     Returns the encoded bound blob.
     """
     key = _load_pem(public_pem)
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise InvalidInput(f"data to bind must be bytes, got {type(data).__name__}")
-    data = bytes(data)
-    if not 0 < len(data) <= MAX_DATA:
-        raise InvalidInput(f"data to bind must be 1..{MAX_DATA} bytes, got {len(data)}")
+    data = plaintext(data, "bind")
     scalar = int.from_bytes(_aead.draw(rng, _SCALAR_BYTES, "ephemeral key"), "big") % (_P256_N - 1) + 1
     ephemeral = ec.derive_private_key(scalar, ec.SECP256R1())
     point = ephemeral.public_key().public_bytes(

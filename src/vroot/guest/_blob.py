@@ -118,6 +118,16 @@ def _check_ciphertext(ciphertext: object) -> None:
     _check_bytes(ciphertext, "ciphertext", minimum=TAG_SIZE, maximum=MAX_DATA + TAG_SIZE)
 
 
+def plaintext(data: object, what: str) -> bytes:
+    """`data` (bytes-like, 1..MAX_DATA bytes) as bytes, else `InvalidInput` ("data to {what}...")."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidInput(f"data to {what} must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if not 0 < len(data) <= MAX_DATA:
+        raise InvalidInput(f"data to {what} must be 1..{MAX_DATA} bytes, got {len(data)}")
+    return data
+
+
 def _u16(n: int) -> bytes:
     return struct.pack(">H", n)
 

@@ -6,6 +6,12 @@
 - `BINDING_KEY_HANDLE` (0x81000002): the unrestricted ECC P-256 decryption key data is bound to
   (DP-1), `TmClient.create_decryption_primary`.
 
+Dictionary-attack protection: the binding key is noDA (its authValue is empty, DA would guard
+nothing). The SRK keeps tpm2-tools' attributes, without noDA, so that it is the key the guest's
+tools make; hence every unorderly TM shutdown after the SRK was used counts as a DA failure, and
+after maxTries of them (3 on swtpm) the TM refuses the SRK (TPM_RC_LOCKOUT) until the lockout
+decays: whoever stops a TM must send TPM2_Shutdown first. Failed PolicyPCR unseals do not count.
+
 Both are primaries: derived from the owner seed and a fixed template, so the key is the same every
 time it is made, until the owner hierarchy is cleared. `persistent_key` opens the key at its handle,
 or derives it and persists it when the handle is empty. With `want` (a check of the key the caller

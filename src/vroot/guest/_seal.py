@@ -15,7 +15,8 @@ Proves (when `unseal` returns): the data was sealed under this TM's SRK by `seal
 could use that SRK), and the TM's selected PCRs hold the values in the blob's header.
 Does not prove: who sealed it, or that the PCR values mean a good state; the caller chooses PCRs
 whose values only a trusted state can reach.
-Caller must: keep the SRK's owner hierarchy (TPM2_Clear makes every blob unopenable).
+Caller must: keep the SRK's owner hierarchy (TPM2_Clear makes every blob unopenable), and shut
+the TM down orderly (TPM2_Shutdown) before stopping it, or the SRK ends in DA lockout (`_keys`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from vroot.errors import InvalidInput, TmError, TmPolicyFailed, VerificationError
 from vroot.guest import _aead
-from vroot.guest._blob import MAX_DATA, NONCE_SIZE, SealedBlob, parse_sealed_blob
+from vroot.guest._blob import NONCE_SIZE, SealedBlob, parse_sealed_blob, plaintext
 from vroot.guest._keys import SRK, persistent_key, tm_refused
 from vroot.tm import PolicyPcr
 from vroot.tpm2 import HashAlg, ObjectAttributes, ObjectType, parse_public, pcr_values_digest, policy_pcr
@@ -52,11 +53,7 @@ def seal(
     and nonce of data over 128 bytes. PCRs are read, then the object is created: an extend in
     between makes a blob that will not unseal (the error then names the PCR).
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise InvalidInput(f"data to seal must be bytes, got {type(data).__name__}")
-    data = bytes(data)
-    if not 0 < len(data) <= MAX_DATA:
-        raise InvalidInput(f"data to seal must be 1..{MAX_DATA} bytes, got {len(data)}")
+    data = plaintext(data, "seal")
     selection = PolicyPcr.of(pcrs).selection
     if not len(selection):
         raise InvalidInput("seal needs at least one PCR")
