@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -89,10 +90,9 @@ def bind(public_pem: bytes, data: bytes, *, rng: Callable[[int], bytes]) -> byte
         key_id=hashlib.sha256(der).digest(),
         ephemeral=point,
         nonce=_aead.draw(rng, NONCE_SIZE, "nonce"),
-        ciphertext=bytes(16),  # for the associated data only
+        ciphertext=bytes(16),  # the ciphertext is not in the AAD
     )
-    ciphertext = _aead.encrypt(aes_key, head.nonce, data, head.associated_data())
-    return BoundBlob(key_id=head.key_id, ephemeral=point, nonce=head.nonce, ciphertext=ciphertext).encode()
+    return replace(head, ciphertext=_aead.encrypt(aes_key, head.nonce, data, head.associated_data())).encode()
 
 
 def unbind(tm: TmClient, blob: BoundBlob | bytes) -> bytes:

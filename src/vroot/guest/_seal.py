@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vroot.errors import InvalidInput, TmError, TmPolicyFailed, VerificationError
@@ -75,9 +76,8 @@ def seal(
     )
     if not envelope:
         return SealedBlob(**fields)
-    head = SealedBlob(**fields, nonce=nonce, ciphertext=bytes(16))  # for the associated data only
-    ciphertext = _aead.encrypt(key, nonce, data, head.associated_data())
-    return SealedBlob(**fields, nonce=nonce, ciphertext=ciphertext)
+    head = SealedBlob(**fields, nonce=nonce, ciphertext=bytes(16))  # the ciphertext is not in the AAD
+    return replace(head, ciphertext=_aead.encrypt(key, nonce, data, head.associated_data()))
 
 
 def verify_sealed_object(blob: SealedBlob) -> None:
