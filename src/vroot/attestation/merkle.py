@@ -140,7 +140,12 @@ def verify_inclusion(leaf: bytes, *, index: int, count: int, proof: Sequence[byt
     """
     leaf = _as_bytes(leaf, "leaf")
     root = _as_bytes(root, "root")
-    if isinstance(index, bool) or not isinstance(index, int) or isinstance(count, bool) or not isinstance(count, int):
+    if (
+        isinstance(index, bool)
+        or not isinstance(index, int)
+        or isinstance(count, bool)
+        or not isinstance(count, int)
+    ):
         raise InvalidInput("index and count must be integers")
     if not 0 < count <= MAX_LEAVES:
         raise InvalidInput(f"count {count} outside 1..{MAX_LEAVES}")
