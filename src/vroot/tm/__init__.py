@@ -2,7 +2,9 @@
 
 - `vroot.tm.client`: `TmClient` (PCRs, EK/SRK/AK, quote, certify, seal/unseal, sign,
   ActivateCredential, Duplicate/Import) with `KeyBlob`, `TmObject`, `DuplicationBlob`.
-- `vroot.tm.swtpm`: `start_swtpm`, `SwtpmProcess`, `SwtpmState`, `free_tcp_port`.
+- `vroot.tm.swtpm`: `start_swtpm`, `SwtpmProcess`, `SwtpmState`, `free_tcp_port`. swtpm on TCP, on a
+  unix socket, or ctrl-only for QEMU (`ctrl_only=True`); `detached=True` and `SwtpmProcess.adopt`
+  for vTMs that outlive the agent; `with proc.data_channel() as tcti, TmClient.open(tcti) as tm:`.
 - `Tpm`: the protocol a measuring stage needs (banks, read, extend).
 
 Only this package imports tpm2_pytss, and only `vroot.tm.client` does; the names of the client
