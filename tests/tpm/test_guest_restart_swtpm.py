@@ -11,7 +11,6 @@ from tpm2_pytss import (
     TPM2_ALG,
     TPM2_CAP,
     TPM2_PT,
-    TPM2_SU,
     TPM2B_AUTH,
     TPM2B_DIGEST,
     TPM2B_PUBLIC,
@@ -45,7 +44,7 @@ def restart(swtpm_factory, proc, *, orderly: bool = False):
     """Stop `proc` and start a swtpm on the same state dir (PCRs reset, persistent objects kept)."""
     if orderly:
         with TmClient.open(proc.tcti) as tm:
-            tm.esapi.shutdown(TPM2_SU.CLEAR)
+            tm.shutdown()
     proc.stop()
     return swtpm_factory(state_dir=proc.state_dir)
 
