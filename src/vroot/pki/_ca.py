@@ -13,7 +13,6 @@ Caller must: keep the directory private; the key file holds a signing key in the
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from vroot._fs import atomic_write
 from vroot.errors import Conflict, InvalidInput, NotFound
 from vroot.pki._x509 import check_now, extension, spki
 
@@ -129,29 +129,6 @@ def create_ca(
     return CertificateAuthority(certificate=cert, private_key=key)
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to a temporary file beside `path` with `mode`, fsync it, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def save_ca(ca: CertificateAuthority, directory: str | os.PathLike[str], *, overwrite: bool = False) -> None:
     """Write `ca-key.pem` (0600) and `ca-cert.pem` into `directory` (made 0700 if missing).
 
@@ -167,8 +144,8 @@ def save_ca(ca: CertificateAuthority, directory: str | os.PathLike[str], *, over
     key_pem = ca.private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_atomic(key_path, key_pem, 0o600)
-    _write_atomic(cert_path, ca.certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+    atomic_write(key_path, key_pem, mode=0o600)
+    atomic_write(cert_path, ca.certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 
 def _read(path: Path) -> bytes:
