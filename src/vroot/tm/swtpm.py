@@ -432,7 +432,11 @@ class SwtpmProcess:
             raise SwtpmError(f"swtpm pid {self.pid}: {what} failed with result 0x{res:x}")
 
     def save_state(self) -> SwtpmState:
-        """The permanent and volatile state of this (running) TPM, decrypted, through PTM_GET_STATEBLOB."""
+        """The permanent and volatile state of this (running) TPM, decrypted, through PTM_GET_STATEBLOB.
+
+        Over the control channel: in ctrl-only mode, while a QEMU holds that channel, this raises
+        `SwtpmError` (stop the VM, or take the state before it starts).
+        """
         return SwtpmState(
             permanent=self._get_blob(_BLOB_PERMANENT, "permanent"),
             volatile=self._get_blob(_BLOB_VOLATILE, "volatile"),
