@@ -28,6 +28,7 @@ $(KEYLIME_VENV)/bin/python:
 
 bench: setup $(KEYLIME_VENV)/bin/python
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/vtm_bench.py
 
 lint: setup
 	$(BIN)/ruff check

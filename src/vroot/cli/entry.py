@@ -15,7 +15,9 @@ import sys
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("demo", "Run the guided demo: a simulated host measures its boot into a swtpm and proves it."),
     ("eventlog", "Read, show and replay TCG and IMA measurement logs."),
+    ("host", "Provision a host's TM and run the host agent that owns its vTMs."),
     ("quote", "Verify TPM 2.0 quotes."),
+    ("vtm", "Create, start, stop and destroy vTMs (one per VM) on a running host agent."),
 )
 SUMMARY = "Virtualized roots of trust (ISO/IEC 27070): TPM-rooted vTPMs, attestation, migration."
 

@@ -37,12 +37,14 @@ def _root(
 
 
 def _register() -> None:
-    from vroot.cli import demo, eventlog, quote
+    from vroot.cli import demo, eventlog, host, quote, vtm
 
     helps = dict(COMMANDS)
     app.command("demo", help=helps["demo"])(demo.demo)
     app.add_typer(eventlog.app, name="eventlog", help=helps["eventlog"])
+    app.add_typer(host.app, name="host", help=helps["host"])
     app.add_typer(quote.app, name="quote", help=helps["quote"])
+    app.add_typer(vtm.app, name="vtm", help=helps["vtm"])
 
 
 _register()
