@@ -98,6 +98,11 @@ def test_adopt_refuses_what_is_not_that_swtpm(swtpm_factory, tmp_path):
 def test_adopt_refuses_a_process_that_is_not_swtpm(tmp_path):
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
+        # right after fork the child still shows the parent's command line: wait for the exec
+        deadline = time.monotonic() + 5
+        while not Path(f"/proc/{sleeper.pid}/cmdline").read_bytes().startswith(b"sleep"):
+            assert time.monotonic() < deadline, "sleep did not start"
+            time.sleep(0.005)
         with pytest.raises(SwtpmError, match=r"not a `swtpm socket --tpm2` process .*sleep"):
             SwtpmProcess.adopt(sleeper.pid, state_dir=tmp_path, unix_path=tmp_path / "s.sock")
     finally:
