@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import uuid
 
 import pytest
 from vtm_helpers import wait_for
 
-from vroot.errors import Conflict
+from vroot.errors import Conflict, Unavailable
 from vroot.host.agent import HostAgent
 from vroot.tm.swtpm import SwtpmProcess
 
@@ -67,7 +68,7 @@ def test_interrupted_create_leaves_no_vtm(host_dir, agent_factory, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("vroot.vtm.manager.write_record", fail)
-    with pytest.raises(Exception, match="No space left"):
+    with pytest.raises(Unavailable, match="No space left on device; nothing was kept"):
         agent.client.call("POST", "/v1/vtms", {"vm_uuid": vm})
     monkeypatch.undo()
     assert agent.client.call("GET", "/v1/vtms")["vtms"] == []
@@ -84,3 +85,35 @@ def test_half_made_directory_is_cleaned_at_agent_start(host_dir, agent_factory):
     agent = agent_factory(host_dir)
     assert not leftover.exists()
     assert agent.client.call("GET", "/v1/vtms")["vtms"] == []
+
+
+@pytest.fixture
+def small_vtm_disk(host_dir):
+    """DIR/vtms on a 160 KiB tmpfs: a real full disk (the tests run as root, as CI does)."""
+    vtms = host_dir / "vtms"
+    vtms.mkdir(mode=0o700, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k,mode=0700", "tmpfs", str(vtms)], check=True)
+    try:
+        yield vtms
+    finally:
+        subprocess.run(["umount", "-l", str(vtms)], check=False)
+
+
+def test_full_disk_loses_nothing(host_dir, small_vtm_disk, agent_factory):
+    """A full disk: a clear error, no half-made vTM, and every vTM made before still works."""
+    agent = agent_factory(host_dir)
+    made = []
+    with pytest.raises(Unavailable, match="not created: .*(No space left|Disk quota)|swtpm") as info:
+        for _ in range(200):
+            vm = str(uuid.uuid4())
+            agent.client.call("POST", "/v1/vtms", {"vm_uuid": vm})
+            made.append(vm)
+    assert made, "the tmpfs should hold at least one vTM"
+    listed = [v["vm_uuid"] for v in agent.client.call("GET", "/v1/vtms")["vtms"]]
+    assert listed == sorted(made)
+    assert sorted(p.name for p in small_vtm_disk.iterdir()) == sorted(made)
+    for vm in made:
+        assert agent.client.call("GET", f"/v1/vtms/{vm}")["running"]
+    with agent.agent.manager.open_vtm(made[0]) as vtm:
+        assert len(vtm.get_random(4)) == 4
+    assert "\n" not in str(info.value), str(info.value)  # one line

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from vroot._fs import atomic_write, file_sha256, make_private_dir
-from vroot.errors import Conflict, InvalidInput, NotFound, SwtpmError, TmError
+from vroot.errors import Conflict, InvalidInput, NotFound, SwtpmError, TmError, Unavailable
 from vroot.host._config import MANAGER_HANDLE, HostConfig, HostPaths
 from vroot.host._hosttm import HostTm
 from vroot.host._launchlog import LAUNCH_PCR, VtmLaunch
@@ -157,9 +157,11 @@ class VtmManager:
             except BaseException:
                 proc.stop()
                 raise
-        except BaseException:
+        except BaseException as exc:
             self.processes.pop(vm_uuid, None)
             shutil.rmtree(vpaths.root, ignore_errors=True)
+            if isinstance(exc, OSError):  # a full disk, a read-only file system...
+                raise Unavailable(f"vTM {vm_uuid} not created: {exc.strerror or exc}; nothing was kept") from exc
             raise
         self.processes[vm_uuid] = proc
         return self.status(record)
