@@ -1,27 +1,26 @@
-"""Fixtures for the real-firmware tests (QEMU + OVMF against a vTM).
+"""Fixtures for the real-firmware tests (QEMU + OVMF against a vroot vTM).
 
-`vtm_factory(name)` starts a fresh vTM that QEMU can use, with its state under a temporary
-directory, and stops every one it started by PID at teardown. Today a vTM is a ctrl-only swtpm
-(QEMU mode); to point these tests at a vroot vTM from the vTM manager, change `_start_vtm` only:
-the tests use nothing but `.ctrl_path` (the socket for QEMU's `-chardev`), `.data_channel()` and
-`.stop()`.
+`vtm_factory(name)` creates a fresh vTM through vroot's vTM manager on a simulated host (its
+state key sealed in the host TM, its vEK certified, its launch measured) and returns the vTM's
+swtpm process: `.ctrl_path` is the socket QEMU's `-chardev` connects to, `.data_channel()` lets
+vroot talk to it when no guest does. Teardown stops every vTM and the host TM by PID.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from vroot.host import HostConfig, init_host
+from vroot.host.agent import HostAgent
 from vroot.qemu import DEFAULT_FIRMWARE
-from vroot.tm.swtpm import SwtpmProcess, start_swtpm
-
-
-def _start_vtm(state_dir: Path, socket: Path) -> SwtpmProcess:
-    return start_swtpm(state_dir, unix_path=socket, ctrl_only=True)  # the one line to swap
+from vroot.tm.swtpm import SwtpmProcess
 
 
 def _require() -> None:
@@ -33,20 +32,22 @@ def _require() -> None:
 
 
 @pytest.fixture(scope="module")
-def vtm_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], SwtpmProcess]]:
+def vtm_factory() -> Iterator[Callable[[str], SwtpmProcess]]:
     _require()
-    state_root = tmp_path_factory.mktemp("vtm")
-    sock_dir = Path(tempfile.mkdtemp(prefix="vrq-", dir="/tmp"))  # AF_UNIX paths: 107 bytes at most
-    started: list[SwtpmProcess] = []
+    root = Path(tempfile.mkdtemp(prefix="vrq-", dir="/tmp"))  # AF_UNIX paths: 107 bytes at most
+    host = root / "host"
+    init_host(host, config=HostConfig(host_id="qemu-host", mode="simulate"), now=datetime.now(UTC), serial=7,
+              manufacturer_ca_dir=root / "ca")  # fmt: skip
+    agent = HostAgent.start(host)
 
     def start(name: str) -> SwtpmProcess:
-        vtm = _start_vtm(state_root / name, sock_dir / f"{name}.sock")
-        started.append(vtm)
-        return vtm
+        vm = str(uuid.uuid5(uuid.NAMESPACE_URL, f"vroot-qemu-test/{name}"))
+        agent.manager.create(vm)
+        return agent.manager.processes[vm]
 
     try:
         yield start
     finally:
-        for vtm in started:
-            vtm.stop(timeout=2.0)
-        shutil.rmtree(sock_dir, ignore_errors=True)
+        agent.stop(stop_vtms=True, stop_tm=True)
+        agent.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,6 +1,6 @@
 """Real virtual firmware: OVMF under QEMU (TCG) measures into a vTM (TT-3, VM-F1, VM-F3).
 
-One boot is shared by the module: a ctrl-only vTM, QEMU + OVMF (`-bios`, tpm-crb) run to the UEFI
+One boot is shared by the module: a vroot vTM (made by the vTM manager of a simulated host), QEMU + OVMF (`-bios`, tpm-crb) run to the UEFI
 Shell banner, QEMU SIGKILLed by PID, then the vTM is reached through a data channel vroot attaches
 over its control socket. A second boot on a fresh vTM checks that the measurements are deterministic.
 """
