@@ -14,12 +14,12 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from vtm_helpers import make_host
 
-from vroot.host import AgentClient, HostConfig, HostPaths, init_host
+from vroot.host import AgentClient, HostPaths
 from vroot.host.agent import HostAgent
 
 os.environ.setdefault("TSS2_LOG", "all+NONE")
@@ -62,18 +62,6 @@ class RunningAgent:
             self.client.call("POST", "/v1/shutdown", {"stop_vtms": stop_vtms, "stop_tm": stop_tm})
             self.thread.join(30)
         assert not self.thread.is_alive(), "host agent did not stop"
-
-
-def make_host(root: Path, name: str = "host-a", **config) -> Path:  # noqa: ANN003
-    directory = root / name
-    init_host(
-        directory,
-        config=HostConfig(host_id=name, mode="simulate", **config),
-        now=datetime.now(UTC),
-        serial=0x5EED,
-        manufacturer_ca_dir=root / "manufacturer-ca",
-    )
-    return directory
 
 
 def start_agent(directory: Path, **kwargs) -> RunningAgent:  # noqa: ANN003

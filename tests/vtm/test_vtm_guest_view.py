@@ -13,13 +13,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from vroot.attestation import verify_certify, verify_quote
-from vroot.errors import NonceMismatch
 from vroot.eventlog import parse_ima_log, parse_tcg_log, replay_ima_log, replay_tcg_log
-from vroot.host import UnverifiedHostEvidence
 from vroot.measure import VM_CHAIN, verify_chain, write_images
 from vroot.tm.swtpm import free_tcp_port
-from vroot.tpm2 import HashAlg, parse_public
+from vroot.tpm2 import HashAlg
 
 pytestmark = pytest.mark.tpm
 
@@ -92,31 +89,3 @@ def test_simulated_vm_boot_lands_in_the_vpcrs(agent, short_tmp):
     # booting again (a VM reboot) starts from reset vPCRs and gives the same values
     again = agent.client.call("POST", f"/v1/vtms/{vm}/boot", {"image_dir": str(images.path)})
     assert again["pcrs"] == out["pcrs"]
-
-
-def test_deep_quote_evidence_verifies(agent):
-    """VMM-F5: the host quote carries the caller's qualifying data, covers the boot, IMA and vTM-launch
-    logs, and comes with a fresh certification of the vTM-manager key by the same AK."""
-    vm = str(uuid.uuid4())
-    agent.client.call("POST", "/v1/vtms", {"vm_uuid": vm})
-    root = bytes(range(32))
-    evidence = UnverifiedHostEvidence.from_json(
-        agent.client.call("POST", "/v1/deep-quote", {"qualifying_data": root.hex()})
-    )
-    assert evidence.qualifying_data == root
-    ak = parse_public(evidence.ak_public)
-    claimed = dict(replay_tcg_log(parse_tcg_log(evidence.boot_log))[HashAlg.SHA256])
-    claimed.update(replay_ima_log(parse_ima_log(evidence.ima_log), banks=(HashAlg.SHA256,))[HashAlg.SHA256])
-    claimed[14] = replay_tcg_log(parse_tcg_log(evidence.launch_log))[HashAlg.SHA256][14]
-    quoted = evidence.pcrs[HashAlg.SHA256]
-    quote = verify_quote(
-        evidence.quote_attest, evidence.quote_signature, ak, nonce=root,
-        pcrs={HashAlg.SHA256: {i: claimed[i] for i in quoted}},
-    )  # fmt: skip
-    assert quote.pcrs_verified and set(quoted) == {*range(11), 14}
-    manager = parse_public(evidence.manager_public)
-    verify_certify(evidence.manager_fresh_certify_attest, evidence.manager_fresh_certify_signature, ak,
-                   qualifying_data=root, certified_name=manager.name())  # fmt: skip
-    with pytest.raises(NonceMismatch):
-        verify_quote(evidence.quote_attest, evidence.quote_signature, ak, nonce=bytes(32), pcrs=None)
-    assert UnverifiedHostEvidence.from_json(evidence.to_json()) == evidence

@@ -13,8 +13,8 @@ from vroot.attestation import verify_certify
 from vroot.errors import Conflict, InvalidInput, NotFound
 from vroot.eventlog import parse_tcg_log, replay_tcg_log
 from vroot.host import load_host_keys
-from vroot.host._launchlog import LAUNCH_PCR, parse_launch_event_data
 from vroot.host._provision import manager_qualifying_data
+from vroot.measure import LAUNCH_PCR, parse_launch_event_data
 from vroot.pki import is_virtual_tm_certificate, load_ca, verify_ek_certificate, verify_vek_certificate
 from vroot.tpm2 import HashAlg, parse_public
 

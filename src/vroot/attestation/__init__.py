@@ -13,18 +13,22 @@ and `InvalidInput` for bytes that do not decode; they return `Verified*` values 
 
 from vroot.attestation._checks import DEFAULT_ALLOWED_HASHES
 from vroot.attestation.certify import CertifiedNameMismatch, VerifiedCertify, verify_certify
+from vroot.attestation.host import UnverifiedHostEvidence, VerifiedHostEvidence, verify_host_evidence
 from vroot.attestation.merkle import deep_quote_leaf, inclusion_proof, merkle_root, verify_inclusion
 from vroot.attestation.quote import VerifiedQuote, verify_quote
 
 __all__ = [
     "DEFAULT_ALLOWED_HASHES",
     "CertifiedNameMismatch",
+    "UnverifiedHostEvidence",
     "VerifiedCertify",
+    "VerifiedHostEvidence",
     "VerifiedQuote",
     "deep_quote_leaf",
     "inclusion_proof",
     "merkle_root",
     "verify_certify",
+    "verify_host_evidence",
     "verify_inclusion",
     "verify_quote",
 ]

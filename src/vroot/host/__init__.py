@@ -7,8 +7,8 @@ Library use: `init_host(...)` provisions; `HostAgent.start(dir).serve()` runs th
 `AgentClient(dir / "agent.sock").call(...)` talks to a running one.
 """
 
+from vroot.attestation.host import UnverifiedHostEvidence
 from vroot.host._config import HostConfig, HostPaths, load_config
-from vroot.host._evidence import UnverifiedHostEvidence
 from vroot.host._init import default_host_id, init_host
 from vroot.host._localapi import AgentClient
 from vroot.host._provision import HostKeys, TrustedState, load_host_keys

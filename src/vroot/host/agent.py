@@ -21,13 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from vroot._fs import atomic_write, make_private_dir
+from vroot.attestation.host import UnverifiedHostEvidence
 from vroot.errors import Conflict, InvalidInput, NotFound
 from vroot.host._config import AK_HANDLE, MANAGER_HANDLE, HostPaths, load_config
-from vroot.host._evidence import UnverifiedHostEvidence
 from vroot.host._hosttm import HostTm
-from vroot.host._launchlog import LAUNCH_PCR
 from vroot.host._localapi import AgentServer, Response
 from vroot.host._provision import check_provisioned, load_host_keys
+from vroot.measure._launch import LAUNCH_PCR
 from vroot.tpm2 import HashAlg
 
 __all__ = ["DEEP_QUOTE_PCRS", "HostAgent"]

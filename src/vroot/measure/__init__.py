@@ -14,11 +14,13 @@ an IMA log for runtime files. Replaying the logs gives exactly the PCRs the TM r
 from vroot.measure._boot import BootRecord, measured_boot
 from vroot.measure._chain import HOST_CHAIN, VM_CHAIN, Stage, StageKind
 from vroot.measure._images import ImageDir, write_images
+from vroot.measure._launch import LAUNCH_PCR, VtmLaunch, launch_event_data, parse_launch_event_data
 from vroot.measure._plan import BootPlan, Measurement, plan_boot
 from vroot.measure._verify import StageDifference, VerifiedChain, diff_stages, verify_chain
 
 __all__ = [
     "HOST_CHAIN",
+    "LAUNCH_PCR",
     "VM_CHAIN",
     "BootPlan",
     "BootRecord",
@@ -28,8 +30,11 @@ __all__ = [
     "StageDifference",
     "StageKind",
     "VerifiedChain",
+    "VtmLaunch",
     "diff_stages",
+    "launch_event_data",
     "measured_boot",
+    "parse_launch_event_data",
     "plan_boot",
     "verify_chain",
     "write_images",

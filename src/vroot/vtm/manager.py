@@ -26,8 +26,8 @@ from vroot._fs import atomic_write, file_sha256, make_private_dir
 from vroot.errors import Conflict, InvalidInput, NotFound, SwtpmError, TmError, Unavailable
 from vroot.host._config import MANAGER_HANDLE, HostConfig, HostPaths
 from vroot.host._hosttm import HostTm
-from vroot.host._launchlog import LAUNCH_PCR, VtmLaunch
 from vroot.host._provision import HostKeys
+from vroot.measure._launch import LAUNCH_PCR, VtmLaunch
 from vroot.vtm._record import (
     VtmPaths,
     VtmRecord,
