@@ -102,3 +102,28 @@ def test_every_launch_is_measured_into_pcr_14(agent):
     replayed = replay_tcg_log(log)[HashAlg.SHA256][LAUNCH_PCR]
     assert replayed.hex() == evidence["pcrs"]["sha256"][str(LAUNCH_PCR)]
     assert replayed != bytes(32)
+
+
+def test_cli_lifecycle(agent, capsys):
+    """`vroot vtm` against the running agent: one-line output, exit 2 for bad input or unknown VMs."""
+    from vroot.cli.main import run
+
+    host = ["--host", str(agent.directory)]
+    vm = str(uuid.uuid4())
+    assert run(["vtm", "create", vm, *host]) == 0
+    assert f"vTM {vm}: running" in capsys.readouterr().out
+    assert run(["vtm", "create", vm, *host]) == 1  # Conflict: a verification-free refusal, exit 1
+    assert "already has a vTM" in capsys.readouterr().err
+    assert run(["vtm", "list", "--json", *host]) == 0
+    assert vm in capsys.readouterr().out
+    assert run(["vtm", "stop", vm, *host]) == 0
+    assert run(["vtm", "start", vm, *host]) == 0
+    assert run(["vtm", "certificate", vm, *host]) == 0
+    assert capsys.readouterr().out.count("BEGIN CERTIFICATE") == 1
+    assert run(["vtm", "destroy", vm, *host]) == 0
+    capsys.readouterr()
+    assert run(["vtm", "start", "nope", *host]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a VM UUID" in err
+    assert run(["vtm", "list", "--host", "/nonexistent/host"]) == 1
+    assert "no host agent answers" in capsys.readouterr().err

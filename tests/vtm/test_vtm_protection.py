@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from vroot.errors import HostStateChanged, SwtpmError
+from vroot.errors import HostStateChanged, InvalidInput, SwtpmError, TmError
 
 pytestmark = pytest.mark.tpm
 
@@ -134,3 +134,23 @@ def test_each_vtm_gets_its_own_state_key(host_dir, agent_factory):
         agent.client.call("POST", "/v1/vtms", {"vm_uuid": str(uuid.uuid4())})
     keys = [k for k in rng.issued if len(k) == 32]
     assert len(keys) == 3 and len(set(keys)) == 3
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupted_sealed_key_is_refused_and_nothing_is_lost(agent, damage):
+    """A corrupted sealed state key: a clear error, the vTM stays stopped, its state is untouched."""
+    vm = str(uuid.uuid4())
+    agent.client.call("POST", "/v1/vtms", {"vm_uuid": vm})
+    agent.client.call("POST", f"/v1/vtms/{vm}/stop")
+    sealed_path = agent.paths.vtm(vm) / "state-key.sealed"
+    good = sealed_path.read_bytes()
+    state_before = {p.name: p.read_bytes() for p in (agent.paths.vtm(vm) / "state").iterdir() if p.is_file()}
+    bad = good[:40] if damage == "truncate" else good[:30] + bytes([good[30] ^ 0x01]) + good[31:]
+    sealed_path.write_bytes(bad)
+    with pytest.raises((InvalidInput, TmError), match="sealed state key|Load"):
+        agent.client.call("POST", f"/v1/vtms/{vm}/start")
+    assert not agent.client.call("GET", f"/v1/vtms/{vm}")["running"]
+    state_after = {p.name: p.read_bytes() for p in (agent.paths.vtm(vm) / "state").iterdir() if p.is_file()}
+    assert state_after == state_before
+    sealed_path.write_bytes(good)
+    assert agent.client.call("POST", f"/v1/vtms/{vm}/start")["running"]
