@@ -153,6 +153,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("TSS2_LOG", "all+NONE")
     root = Path(tempfile.mkdtemp(prefix="vb", dir="/tmp"))
+    root.chmod(0o711)  # vTMs run as their own uids and must pass through
     try:
         ours = bench_vroot(args.n, root)
         theirs = bench_libvirt_path(args.n, root)

@@ -72,6 +72,7 @@ def run_demo(*, fast: bool = False, workdir: Path | None = None, console: Consol
     )
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="vroot-demo-", dir="/tmp"))
     base.mkdir(parents=True, exist_ok=True)
+    base.chmod(0o711)  # each vTM's swtpm runs as its own uid (when root) and must pass through
     try:
         return _story(say, base)
     except VrootError as exc:

@@ -35,6 +35,7 @@ def _require() -> None:
 def vtm_factory() -> Iterator[Callable[[str], SwtpmProcess]]:
     _require()
     root = Path(tempfile.mkdtemp(prefix="vrq-", dir="/tmp"))  # AF_UNIX paths: 107 bytes at most
+    root.chmod(0o711)  # vTMs run as their own uids and must pass through
     host = root / "host"
     init_host(host, config=HostConfig(host_id="qemu-host", mode="simulate"), now=datetime.now(UTC), serial=7,
               manufacturer_ca_dir=root / "ca")  # fmt: skip

@@ -28,6 +28,7 @@ os.environ.setdefault("TSS2_LOG", "all+NONE")
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="vr", dir="/tmp"))
+    path.chmod(0o711)  # each vTM's swtpm runs as its own uid and must pass through
     try:
         yield path
     finally:

@@ -41,7 +41,7 @@ def test_agent_restarts_vtms_that_should_run(host_dir, agent_factory):
     first.client.call("POST", f"/v1/vtms/{stopped}/stop")
     first.stop(stop_vtms=False, stop_tm=False)
     SwtpmProcess.adopt(pid, state_dir=host_dir / "vtms" / running / "state",
-                       unix_path=host_dir / "vtms" / running / "tpm.sock", ctrl_only=True).stop()  # fmt: skip
+                       unix_path=host_dir / "vtms" / running / "state" / "tpm.sock", ctrl_only=True).stop()  # fmt: skip
     second = agent_factory(host_dir)
     assert second.client.call("GET", f"/v1/vtms/{running}")["running"]
     assert not second.client.call("GET", f"/v1/vtms/{stopped}")["running"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
 import stat
+import subprocess
 import uuid
 
 import pytest
@@ -78,22 +80,62 @@ def test_changed_boot_file_keeps_the_vtm_from_starting(agent):
     assert agent.client.call("GET", f"/v1/vtms/{vm}")["running"], out
 
 
+PROBE = r"""
+import os, socket, sys
+target = sys.argv[1]
+results = []
+for what, action in (
+    ("list", lambda: os.listdir(os.path.join(target, "state"))),
+    ("read-state", lambda: open(os.path.join(target, "state", "tpm2-00.permall"), "rb").read()),
+    ("read-sealed-key", lambda: open(os.path.join(target, "state-key.sealed"), "rb").read()),
+    ("connect", lambda: socket.socket(socket.AF_UNIX).connect(os.path.join(target, "state", "tpm.sock"))),
+):
+    try:
+        action()
+        results.append(what + ":allowed")
+    except PermissionError:
+        results.append(what + ":denied")
+print(" ".join(results))
+"""
+
+
+def _probe_as(uid: int, target) -> str:  # noqa: ANN001
+    """What a process running as `uid` (another vTM's swtpm) can do with `target`'s files."""
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+
+    out = subprocess.run(["/usr/bin/python3", "-c", PROBE, str(target)], capture_output=True, text=True,
+                         preexec_fn=drop, timeout=30, check=True)  # fmt: skip
+    return out.stdout.strip()
+
+
 def test_vtms_are_isolated(agent):
-    """VMM-S1: separate private directories and keys; one vTM's key does not open another's state."""
+    """VMM-S1: each vTM's swtpm runs as its own uid in its own directory with its own key: vTM A's
+    uid can neither list, read nor connect to vTM B's state, socket or sealed key."""
+    assert os.geteuid() == 0, "the isolation test runs as root, as CI does"
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    pids = {vm: agent.client.call("POST", "/v1/vtms", {"vm_uuid": vm})["pid"] for vm in (a, b)}
+    uid = {vm: agent.agent.manager.record(vm).uid for vm in (a, b)}
+    assert None not in uid.values() and uid[a] != uid[b]
     for vm in (a, b):
-        agent.client.call("POST", "/v1/vtms", {"vm_uuid": vm})
-    for vm in (a, b):
-        root = agent.paths.vtm(vm)
-        assert stat.S_IMODE(root.stat().st_mode) == 0o700
-        assert stat.S_IMODE((root / "state").stat().st_mode) == 0o700
-        assert stat.S_IMODE((root / "state-key.sealed").stat().st_mode) == 0o600
-    assert stat.S_IMODE(agent.paths.vtms.stat().st_mode) == 0o700
+        assert os.stat(f"/proc/{pids[vm]}").st_uid == uid[vm]  # the swtpm process runs as it
+        state = agent.paths.vtm(vm) / "state"
+        assert state.stat().st_uid == uid[vm] and stat.S_IMODE(state.stat().st_mode) == 0o700
+        assert stat.S_IMODE((agent.paths.vtm(vm) / "state-key.sealed").stat().st_mode) == 0o600
     assert stat.S_IMODE(agent.paths.agent_socket.stat().st_mode) == 0o600
+    assert _probe_as(uid[a], agent.paths.vtm(b)) == (
+        "list:denied read-state:denied read-sealed-key:denied connect:denied"
+    )
+    # its own state is its own; the sealed key stays the host's (root's)
+    assert _probe_as(uid[a], agent.paths.vtm(a)) == (
+        "list:allowed read-state:allowed read-sealed-key:denied connect:allowed"
+    )
+    # Swap the sealed keys: B's state key unseals fine, but swtpm cannot decrypt A's state with it.
     sealed_a = (agent.paths.vtm(a) / "state-key.sealed").read_bytes()
     sealed_b = (agent.paths.vtm(b) / "state-key.sealed").read_bytes()
-    assert sealed_a != sealed_b
-    # Swap the sealed keys: B's state key unseals fine, but swtpm cannot decrypt A's state with it.
     agent.client.call("POST", f"/v1/vtms/{a}/stop")
     (agent.paths.vtm(a) / "state-key.sealed").write_bytes(sealed_b)
     with pytest.raises(SwtpmError, match="state key"):

@@ -48,6 +48,9 @@ class HostConfig:
     trusted_pcrs: tuple[int, ...] = DEFAULT_TRUSTED_PCRS
     trusted_bank: HashAlg = HashAlg.SHA256
     labels: dict[str, str] = field(default_factory=dict)
+    # Each vTM's swtpm runs as its own uid, base + a slot (VMM-S1), when the agent runs as root.
+    # None: every swtpm runs as the agent's user. The range must not hold real users.
+    vtm_uid_base: int | None = 2_000_000
 
     def __post_init__(self) -> None:
         if not _HOST_ID.match(self.host_id):
@@ -60,6 +63,8 @@ class HostConfig:
             raise InvalidInput(f"EK kind must be ecc or rsa, not {self.ek_kind!r}")
         if not self.trusted_pcrs or any(not 0 <= p <= 23 for p in self.trusted_pcrs):
             raise InvalidInput(f"trusted PCRs must be indices 0-23, got {list(self.trusted_pcrs)}")
+        if self.vtm_uid_base is not None and not 1000 <= self.vtm_uid_base <= 2**31 - 100_000:
+            raise InvalidInput(f"vtm_uid_base {self.vtm_uid_base} out of range (1000 .. 2^31 - 100000)")
         if 14 in self.trusted_pcrs or 10 in self.trusted_pcrs:
             raise InvalidInput(
                 "trusted PCRs may not include 10 (IMA) or 14 (vTM launches): they change at run time"
@@ -120,6 +125,7 @@ def save_config(config: HostConfig, paths: HostPaths) -> None:
     lines.append(f"ek_kind = {_toml_value(config.ek_kind)}")
     lines.append(f"trusted_pcrs = {_toml_value(list(config.trusted_pcrs))}")
     lines.append(f"trusted_bank = {_toml_value(config.trusted_bank.bank)}")
+    lines.append(f"vtm_uid_base = {_toml_value(config.vtm_uid_base if config.vtm_uid_base is not None else 0)}")
     if config.labels:
         lines.append("")
         lines.append("[labels]")
@@ -142,7 +148,7 @@ def load_config(paths: HostPaths) -> HostConfig:
     host = raw.get("host")
     if not isinstance(host, dict):
         raise InvalidInput(f"{paths.config}: missing [host] table")
-    unknown = set(host) - {"id", "mode", "tcti", "ek_kind", "trusted_pcrs", "trusted_bank"}
+    unknown = set(host) - {"id", "mode", "tcti", "ek_kind", "trusted_pcrs", "trusted_bank", "vtm_uid_base"}
     if unknown:
         raise InvalidInput(f"{paths.config}: unknown keys in [host]: {sorted(unknown)}")
     labels = raw.get("labels", {})
@@ -157,6 +163,7 @@ def load_config(paths: HostPaths) -> HostConfig:
             trusted_pcrs=tuple(int(p) for p in host.get("trusted_pcrs", DEFAULT_TRUSTED_PCRS)),
             trusted_bank=HashAlg.from_bank(str(host.get("trusted_bank", "sha256"))),
             labels=dict(labels),
+            vtm_uid_base=int(host.get("vtm_uid_base", 2_000_000)) or None,
         )
     except KeyError as exc:
         raise InvalidInput(f"{paths.config}: missing key {exc.args[0]!r} in [host]") from None

@@ -624,6 +624,7 @@ def start_swtpm(
     swtpm_bin: str = "swtpm",
     ctrl_only: bool = False,
     detached: bool = False,
+    runas: int | None = None,
 ) -> SwtpmProcess:
     """Start `swtpm socket --tpm2` on `state_dir` and wait until it answers a real command.
 
@@ -636,6 +637,8 @@ def start_swtpm(
     - `detached`: the swtpm outlives this process (own session, no parent-death signal, not
       stopped at exit): the caller records `pid` and stops it, or re-attaches with
       `SwtpmProcess.adopt`. Give a `log_path`: stderr goes to an unnamed temporary file.
+    - `runas`: (root only) the uid swtpm switches to after start-up (`--runas`); the state
+      directory, the socket's directory and the log must be writable by that uid.
     - `state_key`: 32 bytes, encrypts the state at rest (aes-256-cbc), passed through a pipe fd.
     - `startup_clear`: send TPM2_Startup(CLEAR) (swtpm `--flags not-need-init,startup-clear`).
       With False the TPM is initialised but not started (`--flags not-need-init`): the caller sends
@@ -699,6 +702,10 @@ def start_swtpm(
         ]
     if log_path is not None:
         args += ["--log", f"file={Path(log_path).absolute()}"]
+    if runas is not None:
+        if os.geteuid() != 0:
+            raise SwtpmError("only root can run a swtpm as another user (runas)")
+        args += ["--runas", str(int(runas))]  # swtpm drops to this uid; its state dir must be its own
 
     pass_fds: tuple[int, ...] = ()
     key_r = -1

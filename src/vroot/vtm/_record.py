@@ -48,7 +48,8 @@ class VtmPaths:
     state = property(lambda self: self.root / "state")
     sealed_key = property(lambda self: self.root / "state-key.sealed")
     vek_certificate = property(lambda self: self.root / "vek.crt")
-    socket = property(lambda self: self.root / "tpm.sock")
+    socket = property(lambda self: self.root / "state" / "tpm.sock")
+    log = property(lambda self: self.root / "state" / "swtpm.log")
     pid = property(lambda self: self.root / "swtpm.pid")
     guest = property(lambda self: self.root / "guest")
 

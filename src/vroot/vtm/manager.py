@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -138,11 +139,9 @@ class VtmManager:
             config_sha256="",
             desired="running",
         )
-        record = _with_config_digest(record)
+        record = _with_config_digest(replace(record, uid=self._allocate_uid()))
         try:
-            make_private_dir(self.paths.vtms)
-            make_private_dir(vpaths.root)
-            make_private_dir(vpaths.state)
+            self._prepare_dirs(vpaths, record.uid)
             key = self.rng(STATE_KEY_SIZE)
             atomic_write(vpaths.sealed_key, seal_state_key(self.host.client, key, self.keys.trusted))
             proc = self._spawn(record, vpaths, key)
@@ -289,14 +288,44 @@ class VtmManager:
                 pass
         proc.stop()
 
+    def _allocate_uid(self) -> int | None:
+        """A uid of its own for a new vTM's swtpm (VMM-S1): the lowest free slot above the base.
+        None when the agent is not root (it cannot switch users) or the host disables it."""
+        base = self.config.vtm_uid_base
+        if base is None or os.geteuid() != 0:
+            return None
+        for parent in self.paths.root.parents:  # the vTM's uid must be able to pass through them
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                raise InvalidInput(
+                    f"{parent} is not searchable by others, so a vTM's own uid cannot reach its state under "
+                    f"{self.paths.root}: `chmod o+x {parent}`, or set vtm_uid_base = 0 in host.toml"
+                )
+        taken = {s.record.uid for s in self.list()}
+        return next(base + slot for slot in range(len(taken) + 1) if base + slot not in taken)
+
+    def _prepare_dirs(self, vpaths: VtmPaths, uid: int | None) -> None:
+        """vtms/ and the vTM's directory root-owned (0711 with per-vTM uids: passable, not listable;
+        else 0700); state/ 0700 and owned by the vTM's uid, so no other vTM reaches its files."""
+        mode = 0o711 if uid is not None else 0o700
+        if uid is not None:
+            os.chmod(self.paths.root, os.stat(self.paths.root).st_mode & 0o777 | 0o011)
+        for directory in (self.paths.vtms, vpaths.root):
+            directory.mkdir(mode=mode, parents=True, exist_ok=True)
+            os.chmod(directory, mode)
+        make_private_dir(vpaths.state)
+        if uid is not None:
+            for path in (vpaths.state, *vpaths.state.iterdir()):
+                os.chown(path, uid, uid, follow_symlinks=False)
+
     def _spawn(self, record: VtmRecord, vpaths: VtmPaths, key: bytes):  # noqa: ANN202
         from vroot.tm.swtpm import start_swtpm
 
+        self._prepare_dirs(vpaths, record.uid)
+        # A detached swtpm's stderr would go to an unnamed file: it logs to its state directory.
+        common = {"state_key": key, "detached": True, "log_path": vpaths.log, "runas": record.uid}
         if record.transport == "tcp":
-            return start_swtpm(vpaths.state, tcp_port=record.tcp_port, state_key=key, detached=True)
-        return start_swtpm(
-            vpaths.state, unix_path=vpaths.socket, ctrl_only=True, state_key=key, detached=True
-        )
+            return start_swtpm(vpaths.state, tcp_port=record.tcp_port, **common)
+        return start_swtpm(vpaths.state, unix_path=vpaths.socket, ctrl_only=True, **common)
 
     def _adopt(self, record: VtmRecord, vpaths: VtmPaths):  # noqa: ANN202
         from vroot.tm.swtpm import SwtpmProcess
