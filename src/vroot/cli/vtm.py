@@ -162,15 +162,19 @@ def seal(
     _write_output(outfile, base64.b64decode(_call(host, "POST", f"/v1/vtms/{_uuid(vm)}/seal", body)["blob"]))
 
 
+def _open_blob(action: str, vm: str, infile: Path, outfile: Path, host: Path) -> None:
+    body = {"blob": base64.b64encode(_read_input(infile)).decode()}
+    _write_output(
+        outfile, base64.b64decode(_call(host, "POST", f"/v1/vtms/{_uuid(vm)}/{action}", body)["data"])
+    )
+
+
 @app.command()
 def unseal(
     vm: str = typer.Argument(..., metavar="VM"), infile: Path = IN, outfile: Path = OUT, host: Path = HOST
 ) -> None:
     """Unseal data sealed to this vTM (only while its vPCRs hold the sealed-to values)."""
-    body = {"blob": base64.b64encode(_read_input(infile)).decode()}
-    _write_output(
-        outfile, base64.b64decode(_call(host, "POST", f"/v1/vtms/{_uuid(vm)}/unseal", body)["data"])
-    )
+    _open_blob("unseal", vm, infile, outfile, host)
 
 
 @app.command()
@@ -191,7 +195,4 @@ def unbind(
     vm: str = typer.Argument(..., metavar="VM"), infile: Path = IN, outfile: Path = OUT, host: Path = HOST
 ) -> None:
     """Open data bound to this vTM."""
-    body = {"blob": base64.b64encode(_read_input(infile)).decode()}
-    _write_output(
-        outfile, base64.b64decode(_call(host, "POST", f"/v1/vtms/{_uuid(vm)}/unbind", body)["data"])
-    )
+    _open_blob("unbind", vm, infile, outfile, host)
