@@ -24,6 +24,12 @@ def init(
     directory: Path = typer.Argument(..., metavar="DIR", help="The host directory to create."),
     simulate: bool = typer.Option(False, "--simulate", help="A simulated host: a swtpm is its TM."),
     tcti: str | None = typer.Option(None, "--tcti", help="A real host's TM, e.g. device:/dev/tpmrm0."),
+    boot_log: Path | None = typer.Option(
+        None, "--boot-log", help="Device hosts: the firmware event log (default: the kernel's)."
+    ),
+    ima_log: Path | None = typer.Option(
+        None, "--ima-log", help="Device hosts: the IMA list (default: the kernel's)."
+    ),
     host_id: str | None = typer.Option(
         None, "--host-id", help="Default: the directory name (simulated) or hostname."
     ),
@@ -54,7 +60,14 @@ def init(
         labels[key] = value
     if host_id is None:
         host_id = directory.absolute().name if simulate else default_host_id()
-    config = HostConfig(host_id=host_id, mode="simulate" if simulate else "device", tcti=tcti, labels=labels)
+    config = HostConfig(
+        host_id=host_id,
+        mode="simulate" if simulate else "device",
+        tcti=tcti,
+        labels=labels,
+        boot_log=str(boot_log.absolute()) if boot_log else None,
+        ima_log=str(ima_log.absolute()) if ima_log else None,
+    )
     keys = init_host(
         directory,
         config=config,

@@ -51,6 +51,9 @@ class HostConfig:
     # Each vTM's swtpm runs as its own uid, base + a slot (VMM-S1), when the agent runs as root.
     # None: every swtpm runs as the agent's user. The range must not hold real users.
     vtm_uid_base: int | None = 2_000_000
+    # Device hosts: where the kernel exposes the firmware and IMA logs (None: the standard paths).
+    boot_log: str | None = None
+    ima_log: str | None = None
 
     def __post_init__(self) -> None:
         if not _HOST_ID.match(self.host_id):
@@ -125,7 +128,12 @@ def save_config(config: HostConfig, paths: HostPaths) -> None:
     lines.append(f"ek_kind = {_toml_value(config.ek_kind)}")
     lines.append(f"trusted_pcrs = {_toml_value(list(config.trusted_pcrs))}")
     lines.append(f"trusted_bank = {_toml_value(config.trusted_bank.bank)}")
-    lines.append(f"vtm_uid_base = {_toml_value(config.vtm_uid_base if config.vtm_uid_base is not None else 0)}")
+    lines.append(
+        f"vtm_uid_base = {_toml_value(config.vtm_uid_base if config.vtm_uid_base is not None else 0)}"
+    )
+    for key in ("boot_log", "ima_log"):
+        if getattr(config, key):
+            lines.append(f"{key} = {_toml_value(getattr(config, key))}")
     if config.labels:
         lines.append("")
         lines.append("[labels]")
@@ -148,7 +156,18 @@ def load_config(paths: HostPaths) -> HostConfig:
     host = raw.get("host")
     if not isinstance(host, dict):
         raise InvalidInput(f"{paths.config}: missing [host] table")
-    unknown = set(host) - {"id", "mode", "tcti", "ek_kind", "trusted_pcrs", "trusted_bank", "vtm_uid_base"}
+    known = {
+        "id",
+        "mode",
+        "tcti",
+        "ek_kind",
+        "trusted_pcrs",
+        "trusted_bank",
+        "vtm_uid_base",
+        "boot_log",
+        "ima_log",
+    }
+    unknown = set(host) - known
     if unknown:
         raise InvalidInput(f"{paths.config}: unknown keys in [host]: {sorted(unknown)}")
     labels = raw.get("labels", {})
@@ -164,6 +183,8 @@ def load_config(paths: HostPaths) -> HostConfig:
             trusted_bank=HashAlg.from_bank(str(host.get("trusted_bank", "sha256"))),
             labels=dict(labels),
             vtm_uid_base=int(host.get("vtm_uid_base", 2_000_000)) or None,
+            boot_log=host.get("boot_log"),
+            ima_log=host.get("ima_log"),
         )
     except KeyError as exc:
         raise InvalidInput(f"{paths.config}: missing key {exc.args[0]!r} in [host]") from None

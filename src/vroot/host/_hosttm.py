@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from vroot._fs import atomic_write, make_private_dir
-from vroot.errors import SwtpmError
+from vroot.errors import NotFound, SwtpmError
 from vroot.host._config import HostConfig, HostPaths
 from vroot.host._launchlog import LaunchLog
 
@@ -44,7 +44,9 @@ class HostTm:
         from vroot.tm import TmClient
 
         if config.mode == "device":
-            return cls(config, paths, TmClient.open(config.tcti))
+            host = cls(config, paths, TmClient.open(config.tcti))
+            host._check_launch_log()
+            return host
         process, fresh = _start_or_adopt(paths, detached=detached)
         try:
             client = TmClient.open(process.tcti)
@@ -55,6 +57,8 @@ class HostTm:
         host = cls(config, paths, client, process)
         if fresh:
             host._boot()
+        else:
+            host._check_launch_log()
         return host
 
     def close(self, *, stop_tm: bool = False) -> None:
@@ -98,14 +102,34 @@ class HostTm:
         atomic_write(self.paths.log("ima.ascii"), record.ima_log_ascii, mode=0o644)
         self.launch_log.reset()
 
+    def _check_launch_log(self) -> None:
+        """A TM that restarted since the launch log was written (a host reboot) has PCR 14 at its
+        reset value: the log of launches before it no longer describes the PCR, so start it anew."""
+        from vroot.measure import LAUNCH_PCR
+
+        bank = self.banks[0]
+        if self.client.pcr_read({bank: [LAUNCH_PCR]})[bank][LAUNCH_PCR] == bytes(bank.digest_size):
+            self.launch_log.reset()
+
     # -- logs -----------------------------------------------------------------------------------
 
     def boot_log(self) -> bytes:
-        path = REAL_TCG_LOG if self.config.mode == "device" else self.paths.log("boot.tcg")
-        return path.read_bytes()
+        """The firmware's TCG log: the kernel's on a device host, the simulated boot's otherwise."""
+        if self.config.mode == "device":
+            path = Path(self.config.boot_log) if self.config.boot_log else REAL_TCG_LOG
+        else:
+            path = self.paths.log("boot.tcg")
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no firmware event log at {path} (set boot_log in host.toml)") from None
 
     def ima_log(self) -> bytes:
-        path = REAL_IMA_LOG if self.config.mode == "device" else self.paths.log("ima.bin")
+        """The IMA measurement list (binary), empty when the kernel runs without IMA."""
+        if self.config.mode == "device":
+            path = Path(self.config.ima_log) if self.config.ima_log else REAL_IMA_LOG
+        else:
+            path = self.paths.log("ima.bin")
         try:
             return path.read_bytes()
         except FileNotFoundError:
