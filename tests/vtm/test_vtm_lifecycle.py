@@ -127,3 +127,19 @@ def test_cli_lifecycle(agent, capsys):
     assert err.count("\n") == 1 and "not a VM UUID" in err
     assert run(["vtm", "list", "--host", "/nonexistent/host"]) == 1
     assert "no host agent answers" in capsys.readouterr().err
+
+
+def test_rsa_vek_option(agent):
+    """VMM-F4: an RSA-2048 vEK instead of the ECC P-256 default, certified the same way, in the RSA
+    EK certificate index."""
+    vm = uuid.uuid4()
+    created = agent.client.call("POST", "/v1/vtms", {"vm_uuid": str(vm), "kind": "rsa"})
+    assert created["kind"] == "rsa"
+    der = base64.b64decode(agent.client.call("POST", f"/v1/vtms/{vm}/certificate")["der"])
+    keys = load_host_keys(agent.paths)
+    verified = verify_vek_certificate(der, manager_public=parse_public(keys.manager_public), now=datetime.now(UTC),
+                                      vm_uuid=vm)  # fmt: skip
+    assert verified.vek_public_key.key_size == 2048
+    with agent.agent.manager.open_vtm(str(vm)) as vtm:
+        assert vtm.ek_certificate("rsa") == der
+        assert vtm.ek_certificate("ecc") is None
