@@ -15,7 +15,11 @@
     │   ├── ChainBroken               a measured-boot link that does not hold
     │   ├── CertificateInvalid        an X.509 certificate or chain that does not verify
     │   ├── MerkleProofInvalid        an inclusion proof that does not lead to the root
-    │   └── HostStateChanged          the host left the trusted state a key was sealed to (pcrs)
+    │   ├── HostStateChanged          the host left the trusted state a key was sealed to (pcrs)
+    │   ├── NonceInvalid              a challenge that is not fresh
+    │   │   ├── NonceUnknown, NonceExpired, NonceReused
+    │   ├── Revoked                   a certificate or agent revoked by the operator
+    │   └── ActivationFailed          a credential activation that returned the wrong secret
     ├── NotFound
     ├── Conflict
     ├── Unavailable                   a dependency (swtpm, TM, database) that cannot answer
@@ -35,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Iterable
 
 __all__ = [
+    "ActivationFailed",
     "AttestMagicInvalid",
     "AttestTypeInvalid",
     "CertifiedNameMismatch",
@@ -47,12 +52,17 @@ __all__ = [
     "InvalidInput",
     "KeyAttributesInvalid",
     "MerkleProofInvalid",
+    "NonceExpired",
+    "NonceInvalid",
     "NonceMismatch",
+    "NonceReused",
+    "NonceUnknown",
     "NotFound",
     "PcrDigestMismatch",
     "PcrSelectionMismatch",
     "QuoteError",
     "ReplayMismatch",
+    "Revoked",
     "SignatureInvalid",
     "SwtpmError",
     "TmError",
@@ -179,6 +189,30 @@ class HostStateChanged(VerificationError):
     def __init__(self, message: str, *, pcrs: Iterable[int]) -> None:
         self.pcrs = tuple(sorted(pcrs))
         super().__init__(message)
+
+
+class NonceInvalid(VerificationError):
+    """A challenge nonce that the verifier cannot accept (RA-2: single use, not expired, its own)."""
+
+
+class NonceUnknown(NonceInvalid):
+    """The verifier never issued this nonce (or issued it to another agent or purpose)."""
+
+
+class NonceExpired(NonceInvalid):
+    """The nonce was issued, but its time to live has passed."""
+
+
+class NonceReused(NonceInvalid):
+    """The nonce was already used once: a replayed response."""
+
+
+class Revoked(VerificationError):
+    """The operator revoked this certificate or agent; it no longer counts."""
+
+
+class ActivationFailed(VerificationError):
+    """TPM2_ActivateCredential did not return the secret the PCA wrapped: wrong EK or AK (RA-1)."""
 
 
 class NotFound(VrootError):
