@@ -13,6 +13,7 @@ and `InvalidInput` for bytes that do not decode; they return `Verified*` values 
 
 from vroot.attestation._checks import DEFAULT_ALLOWED_HASHES
 from vroot.attestation.certify import CertifiedNameMismatch, VerifiedCertify, verify_certify
+from vroot.attestation.deep import JointVerdict, VerifiedVmBinding, joint_verdict, verify_vm_binding
 from vroot.attestation.host import UnverifiedHostEvidence, VerifiedHostEvidence, verify_host_evidence
 from vroot.attestation.merkle import deep_quote_leaf, inclusion_proof, merkle_root, verify_inclusion
 from vroot.attestation.quote import VerifiedQuote, verify_quote
@@ -20,15 +21,19 @@ from vroot.attestation.quote import VerifiedQuote, verify_quote
 __all__ = [
     "DEFAULT_ALLOWED_HASHES",
     "CertifiedNameMismatch",
+    "JointVerdict",
     "UnverifiedHostEvidence",
     "VerifiedCertify",
     "VerifiedHostEvidence",
     "VerifiedQuote",
+    "VerifiedVmBinding",
     "deep_quote_leaf",
     "inclusion_proof",
+    "joint_verdict",
     "merkle_root",
     "verify_certify",
     "verify_host_evidence",
     "verify_inclusion",
     "verify_quote",
+    "verify_vm_binding",
 ]
