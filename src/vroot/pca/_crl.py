@@ -44,8 +44,11 @@ class RevokedEntry:
 
 
 def _reason(value: Any) -> x509.ReasonFlags | None:
+    """A reason as `x509.ReasonFlags`, its name (`key_compromise`) or its RFC 5280 value (`keyCompromise`)."""
     if value is None or isinstance(value, x509.ReasonFlags):
         return value
+    if isinstance(value, str) and value in x509.ReasonFlags.__members__:
+        return x509.ReasonFlags[value]
     try:
         return x509.ReasonFlags(value)
     except ValueError:
