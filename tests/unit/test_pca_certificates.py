@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_pca_fakes import NOW, SoftTm, ak_area, ecc_key
 
 from vroot.errors import CertificateInvalid, InvalidInput, KeyAttributesInvalid, Revoked
@@ -29,7 +31,7 @@ from vroot.pca import (
     verify_client_certificate,
 )
 from vroot.pki import VROOT_VIRTUAL_TPM_POLICY, create_ca, is_virtual_tm_certificate
-from vroot.tpm2 import ObjectAttributes
+from vroot.tpm2 import HashAlg, ObjectAttributes
 
 A = ObjectAttributes
 PCA = create_ca(common_name="vroot PCA", now=NOW - timedelta(days=1), key=ecc_key("pca"))
@@ -300,3 +302,29 @@ def test_server_certificate(tls_key):
 def test_server_certificate_bad_names(tls_key, names):
     with pytest.raises(InvalidInput, match="server name"):
         issue_server_certificate(ops_ca=OPS, names=names, public_key=tls_key.public_key(), now=NOW, serial=11)
+
+
+# -- the AK identity parser under hypothesis ---------------------------------------------------------------
+
+_names = st.sampled_from([HashAlg.SHA256, HashAlg.SHA384, HashAlg.SHA512]).flatmap(
+    lambda alg: st.binary(min_size=alg.digest_size, max_size=alg.digest_size).map(
+        lambda d, alg=alg: alg.to_bytes(2, "big") + d
+    )
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ak_name=_names, ek_name=_names, virtual=st.booleans())
+def test_ak_identity_round_trips(ak_name, ek_name, virtual):
+    ident = AkIdentity(ak_name=ak_name, ek_name=ek_name, virtual=virtual)
+    assert decode_ak_identity(encode_ak_identity(ident)) == ident
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.one_of(st.binary(max_size=300), st.binary(max_size=120).map(lambda b: b"\x30" + bytes([len(b)]) + b)))
+def test_ak_identity_decoder_raises_only_invalid_input(data):
+    try:
+        ident = decode_ak_identity(data)
+    except InvalidInput:
+        return
+    assert encode_ak_identity(ident) == data  # only exact DER decodes

@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtensionOID
 
@@ -184,7 +185,7 @@ def verify_crl(
         raise CertificateInvalid(f"CRL issued by '{c.issuer.rfc4514_string()}', not by {describe(ca)}")
     try:
         h = c.signature_hash_algorithm
-    except Exception:  # UnsupportedAlgorithm and friends: an unknown algorithm fails closed
+    except UnsupportedAlgorithm:  # an unknown algorithm fails closed
         raise CertificateInvalid("CRL: unsupported signature algorithm") from None
     if not isinstance(h, ALLOWED_SIGNATURE_HASHES):
         raise CertificateInvalid(f"CRL: signature hash {getattr(h, 'name', 'none')} is not allowed")
