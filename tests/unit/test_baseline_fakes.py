@@ -76,8 +76,8 @@ def public_pem(key) -> str:  # noqa: ANN001
 
 def ima_signature(key, digest: bytes, *, key_id: bytes, hash_algo: int = 4, version: int = 2,
                   sig_type: int = 3, size_delta: int = 0) -> bytes:  # noqa: ANN001  # fmt: skip
-    """An IMA v2 signature header and signature of `digest` (SHA-256 unless told) by `key`."""
-    prehashed = utils.Prehashed({2: hashes.SHA1(), 4: hashes.SHA256(), 6: hashes.SHA512()}[hash_algo])
+    """An IMA v2 signature header (saying `hash_algo`, 4 = SHA-256) and a signature of `digest` by `key`."""
+    prehashed = utils.Prehashed({20: hashes.SHA1(), 32: hashes.SHA256(), 64: hashes.SHA512()}[len(digest)])
     if isinstance(key, rsa.RSAPrivateKey):
         raw = key.sign(digest, padding.PKCS1v15(), prehashed)
     else:

@@ -3,8 +3,9 @@
 `read_document` accepts JSON or YAML (JSON is tried first when the text starts with `{` or `[`).
 YAML goes through PyYAML's safe loader (the C one when present, the pure-Python one as a fallback
 for what libyaml refuses, such as escaped lone surrogates). Whatever comes out is then walked once,
-with a budget of nodes and a depth cap, before any model looks at it: YAML aliases can make a
-few bytes stand for an exponential number of nodes, and self-referencing ones for infinitely many.
+with a budget of nodes and a depth cap, before any model looks at it, and a list or mapping met
+twice (a YAML alias) is refused: aliases can make a few bytes stand for an exponential number of
+nodes ("billion laughs"), and self-referencing ones for infinitely many.
 """
 
 from __future__ import annotations
@@ -70,13 +71,17 @@ def _decode(text: str, what: str) -> Any:
 def _check_shape(doc: Any, what: str) -> None:
     """Walk the document once: at most MAX_NODES nodes, MAX_DEPTH levels, plain JSON types."""
     budget = MAX_NODES
+    seen: set[int] = set()
     stack: list[tuple[Any, int]] = [(doc, 0)]
     while stack:
         node, depth = stack.pop()
         budget -= 1
         if budget < 0:
-            raise InvalidInput(f"{what} has more than {MAX_NODES} values (YAML aliases?)")
+            raise InvalidInput(f"{what} has more than {MAX_NODES} values")
         if isinstance(node, dict | list):
+            if id(node) in seen:  # only a YAML alias makes one list or mapping appear twice
+                raise InvalidInput(f"{what}: YAML aliases of lists or mappings are not accepted")
+            seen.add(id(node))
             if depth >= MAX_DEPTH:
                 raise InvalidInput(f"{what} is nested deeper than {MAX_DEPTH} levels")
             if isinstance(node, dict):

@@ -4,7 +4,7 @@ A pattern must match a whole path (`re.fullmatch`): `/tmp/.*` excludes everythin
 `/tmp` excludes only /tmp itself. Patterns are checked when a baseline or policy is built:
 
 - at most `MAX_EXCLUDES` patterns of at most `MAX_PATTERN` characters, no NUL or newline;
-- they compile with Python's `re`;
+- they compile with Python's `re`, without a warning of set syntax whose meaning will change (`[[`);
 - no backreferences, no repeated group that holds a repetition or an alternation (`(a+)+`,
   `(a|aa)*`), and at most `MAX_UNBOUNDED` (2) repetitions `*`, `+`, `{m,n}` per pattern: those
   are the shapes of catastrophic backtracking, and IMA paths are text the attester chooses.
@@ -18,6 +18,7 @@ All patterns of a policy are compiled once into one alternation (`compile_exclud
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable
 
 from vroot.errors import InvalidInput
@@ -44,8 +45,10 @@ def validate_excludes(patterns: Iterable[str], *, what: str = "excludes") -> tup
         if len(pattern) > MAX_PATTERN or "\x00" in pattern or "\n" in pattern:
             raise InvalidInput(f"{what}: pattern {pattern[:60]!r} is longer than {MAX_PATTERN} or has NUL/newline")
         try:
-            re.compile(pattern)
-        except (re.error, OverflowError, RecursionError) as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", FutureWarning)  # set syntax whose meaning will change
+                re.compile(pattern)
+        except (re.error, OverflowError, RecursionError, FutureWarning) as exc:
             raise InvalidInput(f"{what}: pattern {pattern[:60]!r} does not compile: {exc}") from None
         _check_backtracking(pattern, what)
         out.append(pattern)

@@ -192,7 +192,7 @@ def appraise_ima_delta(
     kept, dropped = state._add(findings)
     new_state = ImaAppraisalState(entries_seen=state.entries_seen + proven, pcrs=pcrs, findings=kept,
                                   dropped=dropped)  # fmt: skip
-    return new_state, findings
+    return new_state, tuple(findings)
 
 
 def _replay(entries: Sequence[ImaEntry], banks: tuple[HashAlg, ...], start: Mapping) -> Mapping:
