@@ -1,0 +1,1 @@
+"""Alembic revisions, oldest first; each file is one migration (see ../env.py)."""
