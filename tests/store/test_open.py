@@ -120,3 +120,12 @@ def test_nan_refused_on_both_databases(store: Store) -> None:
     with pytest.raises(InvalidInput, match="JSON"):
         store.events.append("x", body={"score": float("nan")}, now=NOW)
     assert store.events.since(0) == []
+
+
+def test_unknown_names_are_invalid_input(store: Store) -> None:
+    with pytest.raises(InvalidInput, match=r"'vm' is not a valid AgentKind \(one of host, guest\)"):
+        AgentRecord(id="vm:1", kind="vm", ek_public=b"", created_at=NOW)
+    with pytest.raises(InvalidInput, match="not a valid TaskState"):
+        store.tasks.list(state="running")
+    with pytest.raises(InvalidInput, match="not a valid AgentState"):
+        store.agents.list(state="sleeping")

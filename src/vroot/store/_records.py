@@ -38,25 +38,35 @@ __all__ = [
 ]
 
 
-class AgentKind(StrEnum):
+class _Choice(StrEnum):
+    """A closed set of names; an unknown one is InvalidInput (not a bare ValueError)."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> None:
+        raise InvalidInput(
+            f"{value!r} is not a valid {cls.__name__} (one of {', '.join(m.value for m in cls)})"
+        )
+
+
+class AgentKind(_Choice):
     HOST = "host"
     GUEST = "guest"
 
 
-class AgentState(StrEnum):
+class AgentState(_Choice):
     ENROLLING = "enrolling"
     ACTIVE = "active"
     REVOKED = "revoked"
 
 
-class TaskState(StrEnum):
+class TaskState(_Choice):
     QUEUED = "queued"
     LEASED = "leased"
     DONE = "done"
     FAILED = "failed"
 
 
-class Verdict(StrEnum):
+class Verdict(_Choice):
     TRUSTED = "trusted"
     UNTRUSTED = "untrusted"
     ERROR = "error"
