@@ -20,6 +20,7 @@ from vroot.baseline import (
     ImaReference,
     Policy,
     ReferenceValue,
+    appraisal_input_from_host_evidence,
     appraise,
     learn_baseline,
 )
@@ -346,3 +347,22 @@ def test_sixty_events_and_a_thousand_ima_entries_appraise_fast():
         timings.append(time.perf_counter() - start)
     per_hundred = statistics.median(timings) / 10.6
     assert per_hundred < 0.001, f"{per_hundred * 1e3:.3f} ms per hundred entries"
+
+
+def test_input_from_host_evidence_keeps_the_events_of_quoted_pcrs(good):
+    """appraisal_input_from_host_evidence: only events of quoted PCRs count; the IMA list is whole."""
+    from vroot.attestation import VerifiedHostEvidence
+
+    baseline, policy, _, (tpm, record) = good
+    values = tpm.pcr_read()
+    quoted = {alg: {i: values[alg][i] for i in (0, 1, 2, 3, 4, 7, 8, 9, 10)} for alg in BANKS}
+    verified = VerifiedHostEvidence(host_id="host-a", quote=None, pcrs=quoted, boot_log=parse_tcg_log(record.tcg_log),
+                                    ima_log=parse_ima_log(record.ima_log), launches=(), ak=None,
+                                    manager=None)  # fmt: skip  # only pcrs and the logs are read
+    evidence = appraisal_input_from_host_evidence(verified, time=NOW)
+    assert {e.pcr for e in evidence.events} == {0, 1, 2, 3, 4, 7, 8, 9}
+    assert evidence.ima_entries == parse_ima_log(record.ima_log).entries and evidence.time == NOW
+    lenient = dataclasses.replace(policy, event_pcrs=CHECKED - {5, 6})
+    assert appraise(evidence=evidence, baseline=baseline, policy=lenient, now=NOW).findings == ()
+    strict = appraise(evidence=evidence, baseline=baseline, policy=policy, now=NOW)
+    assert [(f.id, f.pcr) for f in strict.findings] == [("evidence.pcr.missing", 5), ("evidence.pcr.missing", 6)]

@@ -42,9 +42,8 @@ Finding IDs (stable API; severity as given unless noted):
 
 Event appraisal: an event of a checked PCR is known if a reference value has its PCR and event
 type and, in the strongest verified bank, its digest, with every other verified bank the reference
-also has agreeing. IMA appraisal order: violation, boot_aggregate, excludes (whole-path regular
-expressions, validated and bounded: see `vroot.baseline._excludes`), undecodable, signature,
-allowlist; a valid signature by an accepted key makes an entry acceptable without the allowlist.
+also has agreeing. IMA appraisal order: violation, undecodable, boot_aggregate, excludes (whole-path
+regular expressions, validated and bounded: see `vroot.baseline._excludes`), signature, allowlist; a valid signature by an accepted key makes an entry acceptable without the allowlist.
 """
 
 from vroot.baseline._appraise import (

@@ -11,15 +11,16 @@ nodes ("billion laughs"), and self-referencing ones for infinitely many.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic
 import yaml
 
 from vroot.errors import InvalidInput
 
-__all__ = ["MAX_DEPTH", "MAX_DOCUMENT_SIZE", "MAX_NODES", "dump_document", "read_document", "validation_error"]
+__all__ = ["MAX_DEPTH", "MAX_DOCUMENT_SIZE", "MAX_NODES", "dump_document", "read_document", "read_model"]
 
+M = TypeVar("M", bound=pydantic.BaseModel)
 MAX_DOCUMENT_SIZE = 64 * 1024 * 1024
 MAX_NODES = 8_000_000
 MAX_DEPTH = 32
@@ -96,11 +97,16 @@ def _check_shape(doc: Any, what: str) -> None:
             raise InvalidInput(f"{what}: a value is a {type(node).__name__} (quote dates and times)")
 
 
-def validation_error(exc: pydantic.ValidationError, what: str) -> InvalidInput:
-    """The first error of `exc` as one line naming where it is."""
-    first = exc.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in first.get("loc", ())) or "(document)"
-    return InvalidInput(f"{what}: {where}: {first.get('msg', 'invalid')}"[:500])
+def read_model(data: bytes | str, model: type[M], *, what: str) -> M:
+    """`model` (a pydantic model) validated from the document in `data`; `InvalidInput` naming
+    the first field that is wrong."""
+    doc = read_document(data, what=what)
+    try:
+        return model.model_validate(doc)
+    except pydantic.ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "(document)"
+        raise InvalidInput(f"{what}: {where}: {first.get('msg', 'invalid')}"[:500]) from None
 
 
 def dump_document(doc: dict[str, Any], *, format: str) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 from vroot.errors import InvalidInput
@@ -25,7 +26,7 @@ MAX_MESSAGE = 1024
 MAX_VALUE = 1024
 
 # The stable finding IDs, each with the severity it normally has (the package docstring explains them).
-FINDING_IDS: Mapping[str, str] = {
+FINDING_IDS: Mapping[str, str] = MappingProxyType({
     "baseline.pcr.mismatch": "error",
     "baseline.event.unknown": "error",
     "baseline.event.missing": "error",
@@ -42,7 +43,7 @@ FINDING_IDS: Mapping[str, str] = {
     "ima.signature.unknown_key": "error",
     "ima.violation": "error",
     "ima.findings.truncated": "info",
-}
+})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,11 +8,11 @@ takes a state and the entries that follow it and returns the next state and the 
 Each entry is judged in this order (the finding IDs are in the package docstring):
 
 1. a violation (all-zero template hash): `ima.violation`, nothing else;
-2. `boot_aggregate`: the hash of the verified PCRs it covers (0-7, or 0-9 for banks other than
+2. an entry whose template vroot cannot decode (no path or digest): `ima.entry.undecodable`;
+3. `boot_aggregate`: the hash of the verified PCRs it covers (0-7, or 0-9 for banks other than
    SHA-1) is accepted; when all those PCRs are verified anything else is
    `ima.boot_aggregate.mismatch`, otherwise the entry goes on like any other path;
-3. a path that an exclude matches is not appraised;
-4. an entry whose template vroot cannot decode (no path or digest): `ima.entry.undecodable`;
+4. a path that an exclude matches is not appraised;
 5. a signature, when the policy has keys or requires signatures: valid by an accepted key makes
    the entry acceptable; otherwise `ima.signature.invalid`, `ima.signature.unknown_key` or,
    when signatures are required, `ima.signature.missing`;
@@ -117,7 +117,7 @@ class ImaAppraisalState:
             raise InvalidInput("IMA state: pcrs must be an object and findings a list")
         banks: dict[HashAlg, dict[int, bytes]] = {}
         for bank, values in pcrs.items():
-            if not isinstance(values, dict):
+            if not isinstance(bank, str) or not isinstance(values, dict):
                 raise InvalidInput("IMA state: each bank maps PCR indices to hex values")
             alg = HashAlg.from_bank(bank)
             banks[alg] = {}
@@ -213,7 +213,7 @@ def _proven_prefix(entries, banks, start, quoted) -> tuple[int, Mapping]:  # noq
                              f"({', '.join(a.bank for a in banks)})", bank=banks[0].bank, pcrs=pcrs_of)  # fmt: skip
 
     def matches(values: Mapping) -> bool:
-        return all(values[alg].get(p, bytes(alg.digest_size)) == bank[p] for alg, bank in compared for p in pcrs_of)
+        return all(values.get(alg, {}).get(p, bytes(alg.digest_size)) == bank[p] for alg, bank in compared for p in pcrs_of)
 
     full = _replay(entries, banks, start)
     if matches(full):
@@ -226,7 +226,7 @@ def _proven_prefix(entries, banks, start, quoted) -> tuple[int, Mapping]:  # noq
         if matches(current):
             return count, current
     alg, bank = compared[0]
-    differ = sorted(p for p in pcrs_of if full[alg].get(p, bytes(alg.digest_size)) != bank[p])
+    differ = sorted(p for p in pcrs_of if full.get(alg, {}).get(p, bytes(alg.digest_size)) != bank[p])
     raise ReplayMismatch(
         f"no prefix of {len(entries)} new IMA entries replays to the quoted {alg.bank} PCR "
         f"{', '.join(map(str, differ))}",

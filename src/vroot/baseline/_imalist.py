@@ -21,10 +21,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from vroot.baseline._documents import read_document, validation_error
+from vroot.baseline._documents import MAX_DOCUMENT_SIZE, read_model
 from vroot.baseline._model import FILE_DIGEST_SIZES, ImaReference
 from vroot.errors import InvalidInput
 
@@ -54,6 +53,8 @@ def ima_reference_from_lines(text: bytes | str) -> ImaReference:
         text = bytes(text).decode("utf-8", "surrogateescape")  # IMA paths are bytes, as the kernel logs them
     if not isinstance(text, str):
         raise InvalidInput(f"IMA digest list must be text, not {type(text).__name__}")
+    if len(text) > MAX_DOCUMENT_SIZE:
+        raise InvalidInput(f"IMA digest list of {len(text)} characters exceeds the cap of {MAX_DOCUMENT_SIZE}")
     if text.lstrip()[:1] == "{":
         return _runtime_policy(text)
     digests: dict[str, set[bytes]] = {}
@@ -98,13 +99,7 @@ def _digest(value: str, where: str) -> bytes:
 
 
 def _runtime_policy(text: str) -> ImaReference:
-    doc = read_document(text.encode("utf-8", "surrogateescape"), what="runtime policy")
-    if not isinstance(doc, dict):
-        raise InvalidInput("runtime policy must be a JSON object")
-    try:
-        policy = _RuntimePolicy.model_validate(doc)
-    except pydantic.ValidationError as exc:
-        raise validation_error(exc, "runtime policy") from None
+    policy = read_model(text.encode("utf-8", "surrogateescape"), _RuntimePolicy, what="runtime policy")
     digests: dict[str, set[bytes]] = {}
     for section, entries in (("digests", policy.digests), ("keyrings", policy.keyrings), ("ima-buf", policy.ima_buf)):
         for path, values in entries.items():

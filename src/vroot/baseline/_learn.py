@@ -53,6 +53,8 @@ def learn_baseline(
     if ima_log is not None and not isinstance(ima_log, UnverifiedImaLog):
         raise InvalidInput("learn_baseline needs a parsed IMA log (parse_ima_log) or None")
     pcrs = frozenset(include_pcrs)
+    if not all(type(i) is int and 0 <= i <= 31 for i in pcrs):
+        raise InvalidInput("learn_baseline: include_pcrs must be PCR indices 0-31")
     seen: set[tuple[int, int, tuple[tuple[int, bytes], ...]]] = set()
     values: list[ReferenceValue] = []
     for event in tcg_log.measurements:

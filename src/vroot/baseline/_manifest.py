@@ -44,10 +44,9 @@ import re
 from datetime import timedelta
 from typing import Annotated, Literal
 
-import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from vroot.baseline._documents import dump_document, read_document, validation_error
+from vroot.baseline._documents import dump_document, read_model
 from vroot.baseline._imasig import ImaSigningKey
 from vroot.baseline._model import Baseline, ImaReference, ReferenceValue
 from vroot.baseline._policy import MAX_EVIDENCE_AGE, ImaPolicy, Policy
@@ -194,22 +193,12 @@ class PolicyDoc(_Model):
 
 def load_manifest(data: bytes | str) -> Baseline:
     """A `Baseline` from a YAML or JSON baseline manifest (schema in the module docstring)."""
-    doc = read_document(data, what="baseline manifest")
-    try:
-        model = BaselineDoc.model_validate(doc)
-    except pydantic.ValidationError as exc:
-        raise validation_error(exc, "baseline manifest") from None
-    return model.to_domain()
+    return read_model(data, BaselineDoc, what="baseline manifest").to_domain()
 
 
 def load_policy(data: bytes | str) -> Policy:
     """A `Policy` from a YAML or JSON policy manifest (schema in the module docstring)."""
-    doc = read_document(data, what="policy manifest")
-    try:
-        model = PolicyDoc.model_validate(doc)
-    except pydantic.ValidationError as exc:
-        raise validation_error(exc, "policy manifest") from None
-    return model.to_domain()
+    return read_model(data, PolicyDoc, what="policy manifest").to_domain()
 
 
 def _type_name(value: int) -> str | int:
