@@ -366,3 +366,21 @@ def test_input_from_host_evidence_keeps_the_events_of_quoted_pcrs(good):
     assert appraise(evidence=evidence, baseline=baseline, policy=lenient, now=NOW).findings == ()
     strict = appraise(evidence=evidence, baseline=baseline, policy=policy, now=NOW)
     assert [(f.id, f.pcr) for f in strict.findings] == [("evidence.pcr.missing", 5), ("evidence.pcr.missing", 6)]
+
+
+def test_a_vm_baseline_holds_wherever_the_vm_boots(tmp_path):
+    """TT-3, VM-F3: a baseline learnt from a VM's boot appraises the same VM booted into another
+    vTM as trusted: nothing host-specific is in it."""
+    from test_measure_chain import SoftwarePcrs
+
+    from vroot.measure import VM_CHAIN, measured_boot, write_images
+
+    images = write_images(tmp_path / "vm", VM_CHAIN)
+    first, second = SoftwarePcrs(BANKS), SoftwarePcrs(BANKS)
+    learnt_from = measured_boot(first, VM_CHAIN, images)
+    baseline = learn_baseline(tcg_log=parse_tcg_log(learnt_from.tcg_log),
+                              ima_log=parse_ima_log(learnt_from.ima_log), name="vm-app", version="1")  # fmt: skip
+    elsewhere = measured_boot(second, VM_CHAIN, images)
+    policy = Policy(group="vms", event_pcrs=CHECKED, ima=ImaPolicy())
+    appraisal = appraise(evidence=evidence_of(second, elsewhere), baseline=baseline, policy=policy, now=NOW)
+    assert appraisal.verdict == "trusted" and appraisal.findings == ()

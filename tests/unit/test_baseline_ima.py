@@ -11,6 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_baseline_fakes import NOW, ec_key, hashlib_digest, ima_entry, ima_signature, public_pem, rsa_key
 
 from vroot.baseline import (
@@ -239,3 +241,25 @@ def test_state_from_json_refuses_bad_documents():
                 {**good, "findings": [{"id": "nope"}]}, "[", 7):  # fmt: skip
         with pytest.raises(InvalidInput):
             ImaAppraisalState.from_json(bad)
+
+
+STORED = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2**60) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=1000)
+@given(st.fixed_dictionaries({}, optional={k: STORED for k in ("entries_seen", "pcrs", "findings", "dropped")}),
+       STORED)  # fmt: skip
+def test_stored_state_and_appraisals_from_random_json_raise_only_invalid_input(state_doc, other):
+    """The store's JSON is a document like any other: anything malformed is InvalidInput."""
+    from vroot.baseline import Appraisal, Finding
+
+    for decode, doc in ((ImaAppraisalState.from_json, state_doc), (ImaAppraisalState.from_json, other),
+                        (Appraisal.from_json, other), (Finding.from_json, other)):  # fmt: skip
+        try:
+            decode(doc)
+        except InvalidInput:
+            pass
