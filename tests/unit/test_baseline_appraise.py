@@ -4,8 +4,6 @@ on a simulated host (TT-1, IM-1); verdicts, JSON forms, speed."""
 from __future__ import annotations
 
 import dataclasses
-import statistics
-import time
 from datetime import timedelta
 
 import pytest
@@ -323,9 +321,9 @@ def test_appraisal_is_deterministic(good, tampered_boot_loader):
     assert len(runs) == 1
 
 
-def test_sixty_events_and_a_thousand_ima_entries_appraise_fast():
-    """Issue 4 performance: a 60-event boot log and a 1,000-entry IMA delta, well under a
-    millisecond per hundred entries (replay of PCR 10 included)."""
+def test_sixty_events_and_a_thousand_ima_entries_appraise_clean():
+    """The benchmark's workload (a 60-event boot log and a 1,000-entry IMA delta) appraises as
+    trusted against the baseline learnt from it. Its speed is measured by the benchmark, not here."""
     builder = TcgLogBuilder(banks=BANKS)
     for i in range(60):
         builder.add((0, 1, 2, 3, 4, 5, 7, 8, 9)[i % 9], EventType.EV_IPL, b"event %d" % i)
@@ -340,13 +338,6 @@ def test_sixty_events_and_a_thousand_ima_entries_appraise_fast():
     evidence = AppraisalInput.from_replayed_log(proven, pcrs=pcrs, ima_entries=entries, time=NOW)
     policy = Policy(group="perf", event_pcrs=CHECKED, ima=ImaPolicy(excludes=("/tmp/.*", "/var/log/.*")))
     assert appraise(evidence=evidence, baseline=baseline, policy=policy, now=NOW).findings == ()
-    timings = []
-    for _ in range(7):
-        start = time.perf_counter()
-        appraise(evidence=evidence, baseline=baseline, policy=policy, now=NOW)
-        timings.append(time.perf_counter() - start)
-    per_hundred = statistics.median(timings) / 10.6
-    assert per_hundred < 0.001, f"{per_hundred * 1e3:.3f} ms per hundred entries"
 
 
 def test_input_from_host_evidence_keeps_the_events_of_quoted_pcrs(good):
