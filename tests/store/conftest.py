@@ -1,8 +1,9 @@
 """Fixtures for the store tests: every repository runs on SQLite (a temp file) and on PostgreSQL.
 
 PostgreSQL: the server on 127.0.0.1:5432 (trust auth, user postgres; override the admin connection
-with VROOT_TEST_PG, a libpq conninfo without dbname). If it does not answer, the cluster from
-/etc/postgresql is started with pg_ctlcluster (and left running). Each test session creates its own
+with VROOT_TEST_PG, a libpq conninfo without dbname). If it does not answer, the Debian cluster
+(`main` of the newest version in /etc/postgresql, or VROOT_TEST_PG_CLUSTER) is started with
+pg_ctlcluster and left running. Each test session creates its own
 databases (vroot_test_<random>) and drops them at the end, so parallel runs never collide. If
 PostgreSQL can neither be reached nor started, the PostgreSQL tests FAIL, never skip.
 """
@@ -24,6 +25,7 @@ from vroot.store import Store, upgrade
 from vroot.store._models import Base
 
 PG_ADMIN = os.environ.get("VROOT_TEST_PG", "host=127.0.0.1 port=5432 user=postgres")
+PG_CLUSTER = os.environ.get("VROOT_TEST_PG_CLUSTER", "main")  # the Debian cluster started if needed
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -41,34 +43,38 @@ def _start_cluster() -> str:
     conf = Path("/etc/postgresql")
     versions = sorted((p.name for p in conf.iterdir() if p.name.isdigit()), key=int) if conf.is_dir() else []
     if not versions:
-        pytest.fail("PostgreSQL is not installed (no /etc/postgresql/<version>): run `make setup`")
-    cmd = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"]
+        pytest.fail(
+            "PostgreSQL is not installed (no /etc/postgresql/<version>): run `make setup`", pytrace=False
+        )
+    cmd = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], PG_CLUSTER, "start"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.fail(f"could not start PostgreSQL with {' '.join(cmd)}: {exc}")
+        pytest.fail(f"could not start PostgreSQL with {' '.join(cmd)}: {exc}", pytrace=False)
     return f"{' '.join(cmd)} exited {done.returncode}: {(done.stderr or done.stdout).strip()[:300]}"
 
 
 @pytest.fixture(scope="session")
 def pg_admin() -> Iterator[psycopg.Connection]:
     """An autocommit connection to the `test` (or `postgres`) database, starting the server if needed."""
+    conn = None
     try:
         conn = _admin_connect()
-    except ConnectionError as first:
+    except ConnectionError as exc:
+        first = exc
+    if conn is None:
         started = _start_cluster()
         deadline = time.monotonic() + 30
-        while True:
+        while conn is None:
             try:
                 conn = _admin_connect()
-                break
             except ConnectionError as exc:
                 if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"PostgreSQL at {PG_ADMIN} does not answer ({first}); started it ({started}); "
-                        f"still: {exc}"
-                    )
+                    message = f"PostgreSQL at {PG_ADMIN} does not answer ({first}); started it ({started}); still: {exc}"
+                    break
                 time.sleep(0.3)
+        if conn is None:
+            pytest.fail(message, pytrace=False)
     try:
         yield conn
     finally:
