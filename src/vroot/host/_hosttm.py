@@ -80,17 +80,15 @@ class HostTm:
         """Simulated hosts only: power-cycle the TM (PCRs reset) and play the measured boot again."""
         if self.process is None:
             raise SwtpmError("only a simulated host can be rebooted by vroot")
-        self.close(stop_tm=True)
-        process, _ = _start_or_adopt(self.paths, detached=self.process_detached)
         from vroot.tm import TmClient
+
+        detached = self.process.detached
+        self.close(stop_tm=True)
+        process, _ = _start_or_adopt(self.paths, detached=detached)
 
         self.process = process
         self.client = TmClient.open(process.tcti)
         self._boot()
-
-    @property
-    def process_detached(self) -> bool:
-        return bool(getattr(self.process, "detached", True))
 
     def _boot(self) -> None:
         from vroot.measure import HOST_CHAIN, ImageDir, measured_boot
