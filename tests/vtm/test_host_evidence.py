@@ -77,3 +77,24 @@ def test_quote_by_another_ak(evidence, agent_factory, short_tmp):
     forged = dataclasses.replace(evidence, ak_public=other_evidence.ak_public)
     with pytest.raises(SignatureInvalid):
         verify_host_evidence(forged, qualifying_data=ROOT)
+
+
+def test_ima_entries_logged_after_the_quote_are_not_evidence_yet(evidence):
+    """A real kernel appends to the IMA list between the quote and the read: the covered prefix is
+    verified, the later entries are left for the next attestation."""
+    from vroot.eventlog import encode_ima_binary, ima_ng_entry, parse_ima_log
+
+    log = parse_ima_log(evidence.ima_log)
+    later = ima_ng_entry("/usr/bin/started-after-the-quote", bytes(32), alg=HashAlg.SHA256)
+    grown = dataclasses.replace(evidence, ima_log=encode_ima_binary(log.replace(entries=(*log.entries, later))))
+    verified = verify_host_evidence(grown, qualifying_data=ROOT)
+    assert len(verified.ima_log.entries) == len(log.entries)
+
+
+def test_ima_entry_removed_is_caught(evidence):
+    from vroot.eventlog import encode_ima_binary, parse_ima_log
+
+    log = parse_ima_log(evidence.ima_log)
+    cut = log.replace(entries=log.entries[:1] + log.entries[2:])
+    with pytest.raises(ReplayMismatch, match="PCRs 10"):
+        verify_host_evidence(dataclasses.replace(evidence, ima_log=encode_ima_binary(cut)), qualifying_data=ROOT)

@@ -41,6 +41,8 @@ from vroot.tpm2 import HashAlg, PublicArea, QuoteInfo, parse_attest, parse_publi
 
 __all__ = ["UnverifiedHostEvidence", "VerifiedHostEvidence", "verify_host_evidence"]
 
+IMA_PCR = 10
+
 _BYTES = (
     "qualifying_data",
     "quote_attest",
@@ -138,7 +140,7 @@ class VerifiedHostEvidence:
     quote: VerifiedQuote
     pcrs: Mapping[HashAlg, Mapping[int, bytes]]
     boot_log: UnverifiedTcgLog
-    ima_log: UnverifiedImaLog
+    ima_log: UnverifiedImaLog  # the entries the quote covers (later ones are not evidence yet)
     launches: tuple[VtmLaunch, ...]
     ak: PublicArea
     manager: PublicArea
@@ -169,7 +171,7 @@ def verify_host_evidence(
     ima_log = parse_ima_log(evidence.ima_log, source="host IMA log")
     launch_log = parse_tcg_log(evidence.launch_log, source="host vTM launch log")
     boot = replay_tcg_log(boot_log)
-    ima = replay_ima_log(ima_log, banks=banks)
+    ima_log, ima = _covered_ima(ima_log, banks, evidence.pcrs)
     launched = replay_tcg_log(launch_log)
     claimed: dict[HashAlg, dict[int, bytes]] = {}
     for alg in banks:
@@ -200,6 +202,32 @@ def verify_host_evidence(
         ak=ak,
         manager=manager,
     )
+
+
+def _covered_ima(
+    log: UnverifiedImaLog, banks: tuple[HashAlg, ...], claimed: Mapping[HashAlg, Mapping[int, bytes]]
+):  # noqa: ANN202
+    """The prefix of the IMA list that the quote covers, and its replay.
+
+    A real kernel keeps appending to the list: read after the quote, it may hold entries the quote
+    does not cover yet. The prefix is chosen by the agent's claimed PCR 10 values (unverified
+    here); the quote check then proves the prefix's replay is what the TM signed. Entries after it
+    are not evidence yet (the next attestation covers them). With no matching prefix the whole list
+    is returned and the quote check fails, naming PCR 10.
+    """
+    full = replay_ima_log(log, banks=banks)
+    wanted = {alg: claimed.get(alg, {}).get(IMA_PCR) for alg in banks}
+    if None in wanted.values() or all(full[alg].get(IMA_PCR) == wanted[alg] for alg in banks):
+        return log, full
+    state = {alg: {IMA_PCR: bytes(alg.digest_size)} for alg in banks}
+    for count in range(len(log.entries) + 1):
+        if all(state[alg][IMA_PCR] == wanted[alg] for alg in banks):
+            prefix = log.replace(entries=log.entries[:count])
+            return prefix, replay_ima_log(prefix, banks=banks)
+        if count < len(log.entries):
+            step = log.replace(entries=log.entries[count : count + 1])
+            state = {alg: dict(v) for alg, v in replay_ima_log(step, banks=banks, start=state).items()}
+    return log, full
 
 
 def _explain_replay(attest, evidence, ak, qualifying_data, claimed, allowed_hashes) -> None:  # noqa: ANN001
