@@ -13,7 +13,7 @@ def demo(
         None, "--workdir", help="Keep the demo's files here (default: a temporary directory, removed after)."
     ),
 ) -> None:
-    """Run the guided demo: a simulated host measures its boot into a swtpm and proves it."""
+    """Run the guided demo: a host proves its boot, its VMs get vTMs rooted in its TPM."""
     from vroot.demo import run_demo
 
     code = run_demo(fast=fast, workdir=workdir)

@@ -13,7 +13,8 @@ import sys
 
 # (name, one-line help) of every top-level command, in the order `vroot --help` lists them.
 COMMANDS: tuple[tuple[str, str], ...] = (
-    ("demo", "Run the guided demo: a simulated host measures its boot into a swtpm and proves it."),
+    ("baseline", "Learn, show and apply baselines (reference values) and policies."),
+    ("demo", "Run the guided demo: a host proves its boot, its VMs get vTMs rooted in its TPM."),
     ("eventlog", "Read, show and replay TCG and IMA measurement logs."),
     ("host", "Provision a host's TM and run the host agent that owns its vTMs."),
     ("quote", "Verify TPM 2.0 quotes."),

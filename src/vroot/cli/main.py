@@ -37,9 +37,10 @@ def _root(
 
 
 def _register() -> None:
-    from vroot.cli import demo, eventlog, host, quote, vtm
+    from vroot.cli import baseline, demo, eventlog, host, quote, vtm
 
     helps = dict(COMMANDS)
+    app.add_typer(baseline.app, name="baseline", help=helps["baseline"])
     app.command("demo", help=helps["demo"])(demo.demo)
     app.add_typer(eventlog.app, name="eventlog", help=helps["eventlog"])
     app.add_typer(host.app, name="host", help=helps["host"])
