@@ -18,6 +18,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("eventlog", "Read, show and replay TCG and IMA measurement logs."),
     ("host", "Provision a host's TM and run the host agent that owns its vTMs."),
     ("quote", "Verify TPM 2.0 quotes."),
+    ("server", "Run the RA server and PCA (HTTPS, mutual TLS for agents)."),
     ("vtm", "Create, start, stop and destroy vTMs (one per VM) on a running host agent."),
 )
 SUMMARY = "Virtualized roots of trust (ISO/IEC 27070): TPM-rooted vTPMs, attestation, migration."

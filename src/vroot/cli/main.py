@@ -37,7 +37,7 @@ def _root(
 
 
 def _register() -> None:
-    from vroot.cli import baseline, demo, eventlog, host, quote, vtm
+    from vroot.cli import baseline, demo, eventlog, host, quote, server, vtm
 
     helps = dict(COMMANDS)
     app.add_typer(baseline.app, name="baseline", help=helps["baseline"])
@@ -45,6 +45,7 @@ def _register() -> None:
     app.add_typer(eventlog.app, name="eventlog", help=helps["eventlog"])
     app.add_typer(host.app, name="host", help=helps["host"])
     app.add_typer(quote.app, name="quote", help=helps["quote"])
+    app.add_typer(server.app, name="server", help=helps["server"])
     app.add_typer(vtm.app, name="vtm", help=helps["vtm"])
 
 

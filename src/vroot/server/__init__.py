@@ -1,0 +1,58 @@
+"""The vroot RA server and PCA over HTTPS (DESIGN.md sections 3, 5, 7, 8; issue 4 points 2-4).
+
+    vroot server init DIR [--db URL] [--manufacturer-ca PEM ...] [--listen 127.0.0.1:8443]
+    vroot server run DIR
+    vroot server status DIR|URL --token TOKEN
+
+Library use, all assembled at start-up and passed down:
+
+    from vroot.server import Services, create_app, init_server, load_settings, start_server
+
+    result = init_server(dir, now=now, rng=os.urandom, manufacturer_cas=[ca_pem])
+    print(result.operator_token)                         # once; only its SHA-256 is kept
+    settings = load_settings(dir, environ=os.environ)    # VROOT_SERVER_<OPTION> overrides
+    services = Services.open(settings)                   # store (migrated), PCA keys, manufacturer CAs
+    app = create_app(settings, services)                 # FastAPI; or serve it:
+    running = start_server(settings, services)           # uvicorn + mutual TLS, in a thread
+    running.url; running.stop(); services.close()
+
+Endpoints (`/openapi.json`, checked in as docs/openapi.json): health, metrics, status, CRL; host
+enrollment (begin, activation); agents (operator: list, show, revoke, enqueue a task); the agent
+protocol (long-poll for a task, post its result) under the agent's client certificate.
+"""
+
+from vroot.server._auth import AgentAuthenticator, Forbidden, Unauthenticated, check_operator_token
+from vroot.server._enroll import EnrolledAgent, Enrollments, HostActivation, HostChallenge, HostClaim
+from vroot.server._init import InitResult, init_server, server_names
+from vroot.server._serve import RunningServer, serve, start_server
+from vroot.server._services import ManufacturerTrust, Services, system_clock
+from vroot.server._settings import CONFIG_NAME, Settings, load_settings
+from vroot.server._tasks import TaskService, TaskWaker
+from vroot.server.api import create_app
+
+__all__ = [
+    "CONFIG_NAME",
+    "AgentAuthenticator",
+    "EnrolledAgent",
+    "Enrollments",
+    "Forbidden",
+    "HostActivation",
+    "HostChallenge",
+    "HostClaim",
+    "InitResult",
+    "ManufacturerTrust",
+    "RunningServer",
+    "Services",
+    "Settings",
+    "TaskService",
+    "TaskWaker",
+    "Unauthenticated",
+    "check_operator_token",
+    "create_app",
+    "init_server",
+    "load_settings",
+    "serve",
+    "server_names",
+    "start_server",
+    "system_clock",
+]

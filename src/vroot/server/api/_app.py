@@ -1,0 +1,125 @@
+"""`create_app(settings, services)`: the FastAPI application, assembled from its parts up front.
+
+Nothing is global or made at import: each call builds its own services (enrollments, tasks, the
+task waker, the agent authenticator, the request counter) around what it is given, and the task
+waker runs only between the app's startup and shutdown (lifespan).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vroot import __version__
+from vroot.server._auth import AgentAuthenticator
+from vroot.server._enroll import Enrollments
+from vroot.server._services import Services
+from vroot.server._settings import Settings
+from vroot.server._tasks import TaskService, TaskWaker
+from vroot.server.api._metrics import CountRequests, RequestCounts
+from vroot.server.api._problems import install_problem_handlers, problem_response
+
+__all__ = ["AppContext", "create_app"]
+
+DESCRIPTION = """The vroot RA server and PCA (DESIGN.md sections 3, 5, 7).
+
+Authentication: operator endpoints take `Authorization: Bearer <operator token>` (made by
+`vroot server init`). Agent endpoints take the TLS client certificate issued at enrollment
+(mutual TLS; the server requests one and verifies it against the operations CA). Enrollment,
+health, metrics, the CRL and this schema need neither. Every error is an RFC 9457 problem
+(`application/problem+json`).
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppContext:
+    """What the route handlers share: built once per app."""
+
+    settings: Settings
+    services: Services
+    enrollments: Enrollments
+    tasks: TaskService
+    waker: TaskWaker
+    authenticator: AgentAuthenticator
+    counts: RequestCounts
+
+
+class _BodyLimit:
+    """Refuse request bodies larger than `limit` bytes (413), by Content-Length or as they stream."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            response = problem_response(413, error="ContentTooLarge", category="InvalidInput",
+                                        detail=f"request body larger than {self.limit} bytes")  # fmt: skip
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise StarletteHTTPException(413, f"request body larger than {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def create_app(settings: Settings, services: Services) -> FastAPI:
+    """The server's ASGI application on `services` (which the caller opens and closes)."""
+    from vroot.server.api._routes_agents import agent_routes
+    from vroot.server.api._routes_public import public_routes
+
+    waker = TaskWaker(services.store, listen_timeout=min(0.5, settings.poll_interval_seconds))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        waker.start()
+        try:
+            yield
+        finally:
+            waker.stop()
+
+    app = FastAPI(
+        title="vroot",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    ctx = AppContext(
+        settings=settings,
+        services=services,
+        enrollments=Enrollments(services, ttl=settings.enrollment_ttl),
+        tasks=TaskService(services.store, lease=settings.task_lease, clock=services.clock),
+        waker=waker,
+        authenticator=AgentAuthenticator(
+            services.store, ops_certificate=services.keys.ops.certificate, clock=services.clock
+        ),
+        counts=RequestCounts(),
+    )
+    install_problem_handlers(app)
+    app.include_router(public_routes(ctx))
+    app.include_router(agent_routes(ctx))
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(CountRequests, counts=ctx.counts)
+    app.state.vroot = ctx
+    return app
+

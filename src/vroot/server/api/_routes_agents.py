@@ -1,0 +1,85 @@
+"""Agents: the operator's view (list, show, revoke, enqueue) and the agent protocol (long-poll for a
+task, post its result; DESIGN.md section 5), which needs the agent's client certificate."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from vroot.server._tasks import long_poll
+from vroot.server.api._app import AppContext
+from vroot.server.api._routes_public import errors, operator_dependency
+from vroot.server.api._schemas import (
+    AGENT_ID_PATTERN,
+    AgentList,
+    AgentOut,
+    NextTask,
+    ResultIn,
+    RevokeIn,
+    TaskIn,
+    TaskOut,
+)
+from vroot.store import AgentKind, AgentRecord, AgentState
+
+__all__ = ["MAX_WAIT", "agent_routes"]
+
+MAX_WAIT = 600.0
+AgentId = Annotated[str, Path(pattern=AGENT_ID_PATTERN, description="e.g. host:host-a")]
+TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+def agent_routes(ctx: AppContext) -> APIRouter:
+    router = APIRouter()
+    store = ctx.services.store
+    operator = operator_dependency(ctx)
+    as_operator = [Depends(operator)]
+
+    def agent_certificate(request: Request, agent_id: AgentId) -> AgentRecord:
+        tls = (request.scope.get("extensions") or {}).get("tls") or {}
+        return ctx.authenticator.authenticate(tuple(tls.get("client_cert_chain") or ()), agent_id=agent_id)
+
+    @router.get("/v1/agents", response_model=AgentList, dependencies=as_operator, tags=["operator"],
+                responses=errors(401, 422, 503))  # fmt: skip
+    def list_agents(kind: AgentKind | None = None, state: AgentState | None = None) -> AgentList:
+        """Every agent, by id (operator)."""
+        return AgentList(agents=[AgentOut.of(a) for a in store.agents.list(kind=kind, state=state)])
+
+    @router.get("/v1/agents/{agent_id}", response_model=AgentOut, dependencies=as_operator, tags=["operator"],
+                responses=errors(401, 404, 422, 503))  # fmt: skip
+    def get_agent(agent_id: AgentId) -> AgentOut:
+        return AgentOut.of(store.agents.get(agent_id))
+
+    @router.post("/v1/agents/{agent_id}/revoke", response_model=AgentOut, dependencies=as_operator,
+                 tags=["operator"], responses=errors(401, 404, 409, 422, 503))  # fmt: skip
+    def revoke(body: RevokeIn, agent_id: AgentId) -> AgentOut:
+        """Revoke an agent: its client certificate serial joins the revocations (refused from the next
+        request on, on every replica), its enrollment in progress is dropped, its state is revoked."""
+        return AgentOut.of(store.agents.revoke(agent_id, reason=body.reason, now=ctx.services.clock()))
+
+    @router.post("/v1/agents/{agent_id}/tasks", response_model=TaskOut, status_code=201,
+                 dependencies=as_operator, tags=["operator"],
+                 responses=errors(400, 401, 404, 409, 422, 503))  # fmt: skip
+    def enqueue(body: TaskIn, agent_id: AgentId) -> TaskOut:
+        """Queue a task for an active agent (operator); wakes its long-poll."""
+        return TaskOut.of(ctx.tasks.enqueue(agent_id, kind=body.kind, payload=body.payload, key=body.key))
+
+    @router.get("/v1/agents/{agent_id}/tasks", response_model=NextTask, tags=["agent"],
+                responses=errors(401, 403, 422, 503))  # fmt: skip
+    async def next_task(
+        agent: Annotated[AgentRecord, Depends(agent_certificate)],
+        wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="seconds to wait for a task (capped by the server)")] = 0.0,
+    ) -> NextTask:
+        """Lease the agent's next task (at most one), waiting up to `wait` seconds for one (agent)."""
+        wait = min(wait, ctx.settings.max_wait_seconds)
+        task = await long_poll(ctx.tasks, ctx.waker, agent.id, wait=wait,
+                               poll_interval=ctx.settings.poll_interval_seconds)  # fmt: skip
+        return NextTask(task=None if task is None else TaskOut.of(task))
+
+    @router.post("/v1/agents/{agent_id}/tasks/{task_id}/result", response_model=TaskOut, tags=["agent"],
+                 responses=errors(400, 401, 403, 404, 409, 422, 503))  # fmt: skip
+    def post_result(
+        body: ResultIn, task_id: TaskId, agent: Annotated[AgentRecord, Depends(agent_certificate)]
+    ) -> TaskOut:
+        """Finish a task the agent holds, as done or failed (agent)."""
+        return TaskOut.of(ctx.tasks.finish(agent.id, task_id, ok=body.status == "done", result=body.result))
+
+    return router
