@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from server_helpers import write_identity
 
 from vroot.agent import ServerClient
 from vroot.server import RunningServer, Services, Settings, init_server, load_settings, start_server
@@ -97,17 +98,6 @@ class Server:
                                         now=now - timedelta(minutes=1), serial=self.services.serial())  # fmt: skip
         store.agents.activate(agent_id, ak_public=b"ak", ak_certificate=b"", client_serial=cert.serial_number, now=now)
         return write_identity(directory, agent_id, cert.public_bytes(serialization.Encoding.PEM), key)
-
-
-def write_identity(directory: Path, name: str, cert_pem: bytes, key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    safe = name.replace(":", "_")
-    cert_path, key_path = directory / f"{safe}.crt", directory / f"{safe}.key"
-    cert_path.write_bytes(cert_pem)
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
-    key_path.chmod(0o600)
-    return cert_path, key_path
 
 
 @pytest.fixture
