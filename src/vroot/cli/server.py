@@ -43,11 +43,17 @@ def run(
     directory: Path = typer.Argument(..., metavar="DIR", help="The server directory."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
-    """Serve HTTPS on the configured address until interrupted."""
+    """Serve HTTPS on the configured address until SIGINT/SIGTERM (then exit 0 after a graceful stop)."""
+    import signal
+
     from vroot.server import Services, load_settings, serve
 
     settings = load_settings(directory, environ=os.environ)
     services = Services.open(settings)
+    # uvicorn handles SIGINT/SIGTERM while it serves and raises the signal again once it has stopped;
+    # by then the stop was graceful, so let that re-raise end the command normally.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     try:
         serve(settings, services, log_level=log_level)
     finally:
