@@ -795,6 +795,10 @@ def main() -> int:
     if "error" in keylime:
         print(f"keylime side: {keylime['error']}", file=sys.stderr)
         return 1
+    unchecked = [name for name, failed in keylime.get("selfcheck", {}).items() if not failed]
+    if unchecked:  # keylime must reject each negative control, or its timing measures no check
+        print(f"keylime side accepted bad evidence: {', '.join(unchecked)}", file=sys.stderr)
+        return 1
     return 0
 
 
