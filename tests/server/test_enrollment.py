@@ -18,7 +18,15 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from vtm_helpers import make_host
 
 from vroot.agent import enroll_host, load_credentials
-from vroot.errors import ActivationFailed, CertificateInvalid, Conflict, NonceExpired, NotFound, TmError
+from vroot.errors import (
+    ActivationFailed,
+    CertificateInvalid,
+    Conflict,
+    NonceExpired,
+    NotFound,
+    Revoked,
+    TmError,
+)
 from vroot.host import HostPaths, load_config, load_host_keys
 from vroot.host._config import AK_HANDLE, EK_HANDLE
 from vroot.host._hosttm import HostTm
@@ -95,6 +103,13 @@ def test_ra1_host_enrolls_and_its_client_certificate_works(server_factory, short
         assert client.next_task("host:host-a", wait=0) is None
         task = server.operator().post("/v1/agents/host:host-a/tasks", {"kind": "attest"})
         assert client.next_task("host:host-a", wait=5)["id"] == task["id"]
+        old_key = creds.client_key.read_bytes()
+        again = enroll_host(host_dir, server.url, server.ca)  # enrolling again replaces the certificate
+        assert again == creds and creds.client_key.read_bytes() != old_key
+        with pytest.raises(Revoked, match="is revoked"):  # the open connection's old certificate
+            client.next_task("host:host-a", wait=0)
+    with again.client() as client:
+        assert client.next_task("host:host-a", wait=0) is None
 
 
 def test_ra1_ak_swapped_between_begin_and_activation_fails(server_factory, short_tmp):
