@@ -26,6 +26,7 @@ import struct
 
 from vroot.errors import EventLogError, InvalidInput
 from vroot.eventlog import _ima_fields as F
+from vroot.eventlog._ima_fast import fast_entry
 from vroot.eventlog._record import Record
 from vroot.tpm2 import HashAlg
 
@@ -88,7 +89,7 @@ class ImaEntry(Record):
 class UnverifiedImaLog(Record):
     """A decoded IMA list (`format` "ascii" or "binary"). Unverified until replayed against a quote."""
 
-    __slots__ = ("entries", "format", "source")
+    __slots__ = ("entries", "format", "source", "_replays")  # _replays: `replay_ima_log`'s, from zero
     _defaults = {"source": None}
     _nocompare = frozenset({"source"})
 
@@ -299,24 +300,26 @@ def _printable(raw: bytes) -> bool:
 
 
 def _parse_ascii(data: bytes, source: str | None) -> tuple[ImaEntry, ...]:
+    # Each line goes to the fast path first (`_ima_fast`), which takes only lines this reader
+    # would decode to the same entry; the careful `_parse_line` decides the others and raises for a
+    # malformed one. At most MAX_IMA_ENTRIES + 1 pieces: the last one, when there are that many, is
+    # the rest of the data, which is an error unless empty.
+    lines = data.split(b"\n", MAX_IMA_ENTRIES)
+    if not lines[-1]:  # the final newline
+        lines.pop()
+    rest = lines.pop() if len(lines) > MAX_IMA_ENTRIES else None
     entries: list[ImaEntry] = []
-    size = len(data)
+    append = entries.append
+    make = ImaEntry._maker()
     offset = 0
-    line_no = 0
-    while offset < size:
-        line_no += 1
-        if len(entries) >= MAX_IMA_ENTRIES:
-            raise F.fail(f"more than {MAX_IMA_ENTRIES} entries", offset=offset, line=line_no, source=source)
-        end = data.find(b"\n", offset, offset + MAX_ASCII_LINE + 1)
-        if end < 0:
-            if size - offset > MAX_ASCII_LINE:
-                raise F.fail(
-                    f"line longer than {MAX_ASCII_LINE} bytes", offset=offset, line=line_no, source=source
-                )
-            end = size
-        line = data[offset:end]
-        entries.append(_parse_line(line, offset, line_no, source))
-        offset = end + 1
+    for line_no, line in enumerate(lines, 1):
+        if len(line) > MAX_ASCII_LINE:
+            raise F.fail(f"line longer than {MAX_ASCII_LINE} bytes", offset=offset, line=line_no, source=source)
+        entry = fast_entry(line, offset, line_no, make, MAX_TEMPLATE_DATA)
+        append(_parse_line(line, offset, line_no, source) if entry is None else entry)
+        offset += len(line) + 1
+    if rest is not None:
+        raise F.fail(f"more than {MAX_IMA_ENTRIES} entries", offset=offset, line=len(lines) + 1, source=source)
     return tuple(entries)
 
 

@@ -10,10 +10,10 @@ Each entry extends its PCR (10 unless the kernel was configured otherwise) in ev
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from vroot.errors import EventLogError
-from vroot.eventlog._ima import UnverifiedImaLog
+from vroot.eventlog._ima import ImaEntry, UnverifiedImaLog
 from vroot.eventlog._pcrs import ReplayedPcrs, hasher
 from vroot.tpm2 import HashAlg
 
@@ -30,9 +30,11 @@ def replay_ima_log(
     verifier can replay only the new entries of an incremental read; PCRs it lacks start at zero.
     Raises `EventLogError` for a bank this OpenSSL cannot hash, or an ASCII entry of an unknown
     template (no template data) in a bank other than its template hash's.
+
+    A bank replayed from zero is kept with the log (it is immutable), so replaying the same log
+    object again, as verification and then appraisal do, returns it without hashing again.
     """
     banks = tuple(HashAlg(b) for b in banks)
-    state: dict[HashAlg, dict[int, bytes]] = {}
     makers = {}
     for alg in banks:
         new = hasher(alg)
@@ -41,25 +43,74 @@ def replay_ima_log(
                 f"cannot replay the {alg.bank} bank: hash not available", offset=None, source=log.source
             )
         makers[alg] = new
-        state[alg] = {int(i): bytes(v) for i, v in (start or {}).get(alg, {}).items()}
+    start = start or {}
+    kept = _kept_replays(log) if type(log.entries) is tuple else {}
+    state: dict[HashAlg, dict[int, bytes]] = {}
+    for alg in banks:
+        begin = start.get(alg)
+        if not begin and alg in kept:
+            state[alg] = kept[alg]
+            continue
+        values = {int(i): bytes(v) for i, v in (begin or {}).items()}
+        if not _extend(log.entries, alg, makers[alg], values):
+            _raise_first_undigestable(log, banks)
+        state[alg] = values
+        if not begin:
+            kept[alg] = values  # never changed after this: ReplayedPcrs copies what it is given
+    return ReplayedPcrs(state)
+
+
+def _extend(entries: tuple[ImaEntry, ...], alg: HashAlg, new: Callable, values: dict[int, bytes]) -> bool:
+    """Extend `values` (PCR -> value) by the entries in bank `alg`; False, leaving `values` partly
+    extended, at an entry whose digest in this bank cannot be computed."""
+    size = alg.digest_size
+    ones, zero = b"\xff" * size, bytes(size)
+    pcr, value = None, zero
+    for entry in entries:
+        template_hash = entry.template_hash
+        if not any(template_hash):  # a violation
+            measurement = ones
+        elif entry.template_hash_alg is alg:
+            measurement = template_hash
+        else:
+            data = entry.template_data
+            if data is None:
+                return False
+            measurement = new(data).digest()
+        if entry.pcr != pcr:  # the PCR being extended stays in locals while entries keep to it
+            if pcr is not None:
+                values[pcr] = value
+            pcr = entry.pcr
+            value = values.get(pcr, zero)
+        value = new(value + measurement).digest()
+    if pcr is not None:
+        values[pcr] = value
+    return True
+
+
+def _raise_first_undigestable(log: UnverifiedImaLog, banks: tuple[HashAlg, ...]) -> None:
+    """Raise for the first entry, in log order (and bank order within it), whose digest in a bank
+    cannot be computed."""
     for entry in log.entries:
-        pcr = entry.pcr
-        violation = entry.violation
         for alg in banks:
-            size = alg.digest_size
-            if violation:
-                measurement = b"\xff" * size
-            elif alg is entry.template_hash_alg:
-                measurement = entry.template_hash
-            elif entry.template_data is None:
+            if entry.template_data is None and not entry.violation and alg is not entry.template_hash_alg:
                 raise EventLogError(
                     f"line {entry.line}: template {entry.template_name!r} is unknown, so its {alg.bank} "
                     "template digest cannot be computed",
                     offset=entry.offset,
                     source=log.source,
                 )
-            else:
-                measurement = makers[alg](entry.template_data).digest()
-            bank = state[alg]
-            bank[pcr] = makers[alg](bank.get(pcr, bytes(size)) + measurement).digest()
-    return ReplayedPcrs(state)
+    raise AssertionError("no undigestable entry")  # pragma: no cover - _extend found one
+
+
+def _kept_replays(log: UnverifiedImaLog) -> dict[HashAlg, dict[int, bytes]]:
+    """The log's banks replayed from zero so far (an empty dict, not kept, for a log that cannot hold them)."""
+    try:
+        return log._replays
+    except AttributeError:
+        kept: dict[HashAlg, dict[int, bytes]] = {}
+        try:
+            object.__setattr__(log, "_replays", kept)
+        except (AttributeError, TypeError):  # not an UnverifiedImaLog
+            pass
+        return kept
