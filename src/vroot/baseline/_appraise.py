@@ -11,15 +11,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import repeat
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from vroot.baseline._findings import Appraisal, Finding, verdict_of
-from vroot.baseline._ima import IMA_PCR, ImaAppraisalState, appraise_ima_delta
+from vroot.baseline._ima import IMA_PCR, ImaAppraisalState, ima_delta
 from vroot.baseline._model import Baseline
 from vroot.baseline._policy import Policy
 from vroot.errors import InvalidInput
-from vroot.eventlog import EventType, ImaEntry, ReplayedLog, TcgEvent, describe_event, event_type_name
+from vroot.eventlog import (
+    EventType,
+    ImaEntry,
+    ReplayedLog,
+    TcgEvent,
+    UnverifiedImaLog,
+    describe_event,
+    event_type_name,
+)
 from vroot.tpm2 import HashAlg
 
 if TYPE_CHECKING:
@@ -49,6 +58,8 @@ class AppraisalInput:
     time: datetime
     _banks: Mapping[int, tuple[HashAlg, ...]] = field(init=False, repr=False, compare=False,
                                                       default_factory=dict)  # fmt: skip
+    # the verified IMA log whose entries `ima_entries` are (see appraisal_input_from_host_evidence)
+    _ima_log: UnverifiedImaLog | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         if not isinstance(self.pcrs, Mapping):
@@ -72,7 +83,7 @@ class AppraisalInput:
         object.__setattr__(self, "events", events)
         if self.ima_entries is not None:
             entries = tuple(self.ima_entries)
-            if not all(isinstance(e, ImaEntry) for e in entries):
+            if not all(map(isinstance, entries, repeat(ImaEntry))):
                 raise InvalidInput("appraisal input IMA entries must be ImaEntry values")
             object.__setattr__(self, "ima_entries", entries)
         _aware(self.time, "evidence time")
@@ -101,7 +112,12 @@ def appraisal_input_from_host_evidence(verified: VerifiedHostEvidence, *, time: 
     pcrs = verified.pcrs
     quoted = {i for values in pcrs.values() for i in values}
     events = tuple(e for e in verified.boot_log.measurements if e.pcr in quoted and int(e.event_type) != _NO_ACTION)
-    return AppraisalInput(pcrs=pcrs, events=events, ima_entries=verified.ima_log.entries, time=time)
+    evidence = AppraisalInput(pcrs=pcrs, events=events, ima_entries=verified.ima_log.entries, time=time)
+    if evidence.ima_entries is verified.ima_log.entries:
+        # appraisal proves the entries against the quote again; with the log, that reuses the
+        # replay verification made of it instead of hashing every entry a second time
+        object.__setattr__(evidence, "_ima_log", verified.ima_log)
+    return evidence
 
 
 def appraise(
@@ -117,7 +133,9 @@ def appraise(
     Checks, in this order of findings: evidence age; golden PCR values; the events of
     `policy.event_pcrs` (each in the baseline, each required reference present); IMA entries
     under `policy.ima`, continuing from `ima_state` when given (the entries are then the ones after
-    it). The IMA entries are proven against the verified IMA PCR before they are judged.
+    it). The IMA entries are proven against the verified IMA PCR before they are judged (for
+    evidence from `appraisal_input_from_host_evidence`, with the replay verification made of the
+    same log object, which `replay_ima_log` keeps, instead of hashing every entry again).
 
     Proves: nothing new; it compares. Does not prove: that `evidence` was verified; build it only
     from `verify_*` output (`appraisal_input_from_host_evidence`).
@@ -244,6 +262,6 @@ def _ima(
     if state is None:
         banks = evidence.banks_of(IMA_PCR)
         state = ImaAppraisalState.initial(banks=[a for a in banks if a in _REPLAY_BANKS] or banks)
-    state, _ = appraise_ima_delta(state, evidence.ima_entries, baseline=baseline, policy=policy,
-                                  quoted=evidence.pcrs, boot_pcrs=evidence.pcrs)  # fmt: skip
+    state, _ = ima_delta(state, evidence.ima_entries, baseline=baseline, policy=policy, quoted=evidence.pcrs,
+                         boot_pcrs=evidence.pcrs, log=evidence._ima_log)  # fmt: skip
     return list(state.summary_findings()), state

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from types import MappingProxyType
 
 from vroot.baseline._excludes import MAX_EXCLUDED_PATH
@@ -176,18 +177,36 @@ def appraise_ima_delta(
 
     Returns the new state and the findings of the appraised entries only; the state holds all.
     """
+    return ima_delta(state, new_entries, baseline=baseline, policy=policy, quoted=quoted, boot_pcrs=boot_pcrs)
+
+
+def ima_delta(
+    state: ImaAppraisalState,
+    new_entries: Sequence[ImaEntry],
+    *,
+    baseline: Baseline,
+    policy: Policy,
+    quoted: Mapping[HashAlg, Mapping[int, bytes]] | None,
+    boot_pcrs: Mapping[HashAlg, Mapping[int, bytes]] | None,
+    log: UnverifiedImaLog | None = None,
+) -> tuple[ImaAppraisalState, tuple[Finding, ...]]:
+    """`appraise_ima_delta`, for `appraise`: `log`, when its entries are `new_entries` (the same
+    tuple), is the log verification replayed, whose replays from zero `replay_ima_log` keeps, so
+    proving the entries against `quoted` does not hash them again."""
     ima = policy.ima
     if ima is None:
         raise InvalidInput(f"policy {policy.group} does not appraise IMA")
     entries = tuple(new_entries)
-    if not all(isinstance(e, ImaEntry) for e in entries):
+    if not all(map(isinstance, entries, repeat(ImaEntry))):
         raise InvalidInput("IMA entries must be ImaEntry values")
+    if log is not None and log.entries is not entries:
+        log = None
     banks = tuple(state.pcrs) or (HashAlg.SHA1, HashAlg.SHA256)
     if quoted is None:
         proven = len(entries)
-        pcrs = _replay(entries, banks, state.pcrs)
+        pcrs = _replay(entries, banks, state.pcrs, log)
     else:
-        proven, pcrs = _proven_prefix(entries, banks, state.pcrs, quoted)
+        proven, pcrs = _proven_prefix(entries, banks, state.pcrs, quoted, log)
     findings = _appraise_entries(entries[:proven], state.entries_seen, baseline, policy, boot_pcrs or {})
     kept, dropped = state._add(findings)
     new_state = ImaAppraisalState(entries_seen=state.entries_seen + proven, pcrs=pcrs, findings=kept,
@@ -195,16 +214,20 @@ def appraise_ima_delta(
     return new_state, tuple(findings)
 
 
-def _replay(entries: Sequence[ImaEntry], banks: tuple[HashAlg, ...], start: Mapping) -> Mapping:
+def _replay(
+    entries: Sequence[ImaEntry], banks: tuple[HashAlg, ...], start: Mapping, log: UnverifiedImaLog | None = None
+) -> Mapping:
     if not entries:
         return start
-    replayed = replay_ima_log(UnverifiedImaLog(entries=tuple(entries), format="binary"), banks=banks, start=start)
+    if log is None:
+        log = UnverifiedImaLog(entries=tuple(entries), format="binary")
+    replayed = replay_ima_log(log, banks=banks, start=start)
     return {alg: replayed[alg] for alg in replayed}
 
 
-def _proven_prefix(entries, banks, start, quoted) -> tuple[int, Mapping]:  # noqa: ANN001
+def _proven_prefix(entries, banks, start, quoted, log) -> tuple[int, Mapping]:  # noqa: ANN001
     """(number of entries proven, their replayed PCRs); ReplayMismatch when no prefix matches."""
-    pcrs_of = {IMA_PCR, *(e.pcr for e in entries)}
+    pcrs_of = {IMA_PCR, *{e.pcr for e in entries}}
     for values in start.values():
         pcrs_of.update(values)
     compared = [(alg, quoted[alg]) for alg in banks if alg in quoted and all(p in quoted[alg] for p in pcrs_of)]
@@ -215,7 +238,7 @@ def _proven_prefix(entries, banks, start, quoted) -> tuple[int, Mapping]:  # noq
     def matches(values: Mapping) -> bool:
         return all(values.get(alg, {}).get(p, bytes(alg.digest_size)) == bank[p] for alg, bank in compared for p in pcrs_of)
 
-    full = _replay(entries, banks, start)
+    full = _replay(entries, banks, start, log)
     if matches(full):
         return len(entries), full
     current = start
@@ -265,60 +288,66 @@ def _appraise_entries(
     strict = ima.require_allowlist or ima.require_signatures
     findings: list[Finding] = []
     add = findings.append
-    for offset, entry in enumerate(entries):
-        index = first + offset
-        pcr = entry.pcr
+    for index, entry in enumerate(entries, first):
         if not any(entry.template_hash):
-            add(Finding(id="ima.violation", severity="warning" if ima.tolerate_violations else "error", pcr=pcr,
+            add(Finding(id="ima.violation", severity="warning" if ima.tolerate_violations else "error", pcr=entry.pcr,
                         event_index=index, message=f"IMA violation (ToMToU or open writers) on {_show(entry.path or '')}"))  # fmt: skip
             continue
         path, digest = entry.path, entry.file_digest
         if path is None or digest is None:
-            add(Finding(id="ima.entry.undecodable", severity="error" if strict else "warning", pcr=pcr,
+            add(Finding(id="ima.entry.undecodable", severity="error" if strict else "warning", pcr=entry.pcr,
                         event_index=index, seen=entry.template_name[:100],
                         message=f"IMA entry of template {entry.template_name[:100]!r} has no path or file digest to appraise"))  # fmt: skip
             continue
-        seen = f"{entry.digest_alg}:{digest.hex()}"
         if path == BOOT_AGGREGATE:
             expected, complete = _boot_aggregates(entry.file_digest_hash_alg, boot_pcrs)
             if digest in expected:
                 continue
             if complete:
-                add(Finding(id="ima.boot_aggregate.mismatch", severity="error", pcr=pcr, event_index=index,
-                            expected=" or ".join(sorted(d.hex() for d in expected)), seen=seen,
+                add(Finding(id="ima.boot_aggregate.mismatch", severity="error", pcr=entry.pcr, event_index=index,
+                            expected=" or ".join(sorted(d.hex() for d in expected)), seen=_seen(entry),
                             message="IMA boot_aggregate is not the hash of the verified boot PCRs"))  # fmt: skip
                 continue
+        if not check_signatures:
+            known = allowed.get(path)
+            if known is not None and digest in known:
+                continue  # allowed, so no finding whether or not an exclude matches: skip the pattern
         if excluded is not None and len(path) <= MAX_EXCLUDED_PATH and excluded(path):
             continue
         if check_signatures:
             if entry.signature:
-                outcome = _signature(entry, index, keys, ima.require_signatures, seen)
+                outcome = _signature(entry, index, keys, ima.require_signatures)
                 if outcome is None:
                     continue  # validly signed by an accepted key
                 add(outcome)
                 if outcome.severity == "error":
                     continue
             elif ima.require_signatures:
-                add(Finding(id="ima.signature.missing", severity="error", pcr=pcr, event_index=index, seen=seen,
+                add(Finding(id="ima.signature.missing", severity="error", pcr=entry.pcr, event_index=index, seen=_seen(entry),
                             message=f"{_show(path)} carries no IMA signature, which the policy requires"))  # fmt: skip
                 continue
         known = allowed.get(path)
         if known is None:
             if ima.require_allowlist:
-                add(Finding(id="ima.file.unknown", severity="error", pcr=pcr, event_index=index, seen=seen,
+                add(Finding(id="ima.file.unknown", severity="error", pcr=entry.pcr, event_index=index, seen=_seen(entry),
                             message=f"{_show(path)} is not in the IMA allowlist of baseline "
                                     f"{baseline.name} {baseline.version}"))  # fmt: skip
         elif digest not in known:
             shown = sorted(d.hex() for d in known)
             more = f" (+{len(shown) - _SHOWN_DIGESTS} more)" if len(shown) > _SHOWN_DIGESTS else ""
-            add(Finding(id="ima.file.digest_mismatch", severity="error", pcr=pcr, event_index=index, seen=seen,
+            add(Finding(id="ima.file.digest_mismatch", severity="error", pcr=entry.pcr, event_index=index, seen=_seen(entry),
                         expected=", ".join(shown[:_SHOWN_DIGESTS]) + more,
                         message=f"{_show(path)} has a digest baseline {baseline.name} {baseline.version} "
                                 "does not allow"))  # fmt: skip
     return findings
 
 
-def _signature(entry: ImaEntry, index: int, keys: Mapping, required: bool, seen: str) -> Finding | None:
+def _seen(entry: ImaEntry) -> str:
+    """How a finding shows the entry's file digest (made only for a finding)."""
+    return f"{entry.digest_alg}:{entry.file_digest.hex()}"
+
+
+def _signature(entry: ImaEntry, index: int, keys: Mapping, required: bool) -> Finding | None:
     """None for a valid signature by an accepted key, else the finding to report."""
     path = _show(entry.path or "")
     try:
@@ -328,6 +357,6 @@ def _signature(entry: ImaEntry, index: int, keys: Mapping, required: bool, seen:
         return Finding(id="ima.signature.unknown_key", severity="error" if required else "warning", pcr=entry.pcr,
                        event_index=index, seen=exc.key_id.hex(), message=f"{path}: {exc}")  # fmt: skip
     except ImaSignatureInvalid as exc:
-        return Finding(id="ima.signature.invalid", severity="error", pcr=entry.pcr, event_index=index, seen=seen,
+        return Finding(id="ima.signature.invalid", severity="error", pcr=entry.pcr, event_index=index, seen=_seen(entry),
                        message=f"{path}: {exc}")  # fmt: skip
     return None
