@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import struct
 
-from vroot.errors import EventLogError, InvalidInput
+from vroot.errors import EventLogError
 from vroot.eventlog import _ima_fields as F
 from vroot.eventlog._ima_fast import fast_entry
+from vroot.eventlog._pcrs import hasher
 from vroot.eventlog._record import Record
 from vroot.tpm2 import HashAlg
 
@@ -37,6 +38,7 @@ MAX_TEMPLATE_DATA = 1024 * 1024
 MAX_ASCII_LINE = 2 * MAX_TEMPLATE_DATA + 1024
 
 _U32 = struct.Struct("<I")
+_PRINTABLE = bytes(range(0x21, 0x7F))
 _ENTRY_HEAD = struct.Struct("<I20sI")
 _TEMPLATE_HASH_ALGS = {20: (HashAlg.SHA1,), 32: (HashAlg.SHA256, HashAlg.SM3_256), 48: (HashAlg.SHA384,),
                        64: (HashAlg.SHA512,)}  # fmt: skip
@@ -173,48 +175,38 @@ def _entry(
     line: int | None,
     source: str | None,
 ) -> ImaEntry:
-    where = {"offset": offset, "line": line, "source": source}
     try:
         decoded = _decode(name, template_hash, fields)
     except F.FieldError as exc:
-        raise F.fail(f"entry of template {name!r}: {exc}", **where) from None
-    entry = ImaEntry(
-        pcr=pcr,
-        template_hash=template_hash,
-        template_name=name,
-        template_data=data,
-        raw_fields=raw_fields,
-        offset=offset,
-        line=line,
-        **decoded,
-    )
-    alg = _check_template_hash(entry, source)
-    return entry if alg is HashAlg.SHA1 else entry.replace(template_hash_alg=alg)
+        raise F.fail(f"entry of template {name!r}: {exc}", offset=offset, line=line, source=source) from None
+    get = decoded.get
+    path = get("path")
+    alg = _template_hash_alg(template_hash, data, path, offset, line, source)
+    return ImaEntry._make(pcr, template_hash, name, data, alg, get("digest_alg"), get("file_digest"), path,
+                          get("signature"), get("buf"), raw_fields, offset, line)  # fmt: skip
 
 
 def _check_template_hash(entry: ImaEntry, source: str | None) -> HashAlg:
     """The hash algorithm of the entry's template hash; EventLogError if it does not match."""
-    candidates = _TEMPLATE_HASH_ALGS.get(len(entry.template_hash))
+    return _template_hash_alg(entry.template_hash, entry.template_data, entry.path, entry.offset, entry.line, source)
+
+
+def _template_hash_alg(
+    template_hash: bytes, data: bytes | None, path: str | None, offset: int, line: int | None, source: str | None
+) -> HashAlg:
+    candidates = _TEMPLATE_HASH_ALGS.get(len(template_hash))
     if candidates is None:
-        raise F.fail(
-            f"template hash of {len(entry.template_hash)} bytes",
-            offset=entry.offset,
-            line=entry.line,
-            source=source,
-        )
-    if entry.violation or entry.template_data is None:
+        raise F.fail(f"template hash of {len(template_hash)} bytes", offset=offset, line=line, source=source)
+    if data is None or not any(template_hash):  # unknown template, or a violation
         return candidates[0]
     for alg in candidates:
-        try:
-            if alg.digest(entry.template_data) == entry.template_hash:
-                return alg
-        except InvalidInput:  # SM3 missing from this OpenSSL: try the next candidate
-            continue
+        new = hasher(alg)
+        if new is not None and new(data).digest() == template_hash:  # None: SM3 missing from this OpenSSL
+            return alg
     raise F.fail(
-        f"template hash {entry.template_hash.hex()} is not the {candidates[0].bank} of the template data "
-        f"(path {entry.path!r})",
-        offset=entry.offset,
-        line=entry.line,
+        f"template hash {template_hash.hex()} is not the {candidates[0].bank} of the template data (path {path!r})",
+        offset=offset,
+        line=line,
         source=source,
     )
 
@@ -296,7 +288,7 @@ def _parse_binary(data: bytes, source: str | None) -> tuple[ImaEntry, ...]:
 
 
 def _printable(raw: bytes) -> bool:
-    return all(0x21 <= b <= 0x7E for b in raw)
+    return not raw.translate(None, _PRINTABLE)  # nothing left once every 0x21-0x7E byte is deleted
 
 
 def _parse_ascii(data: bytes, source: str | None) -> tuple[ImaEntry, ...]:
