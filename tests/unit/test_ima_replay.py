@@ -62,8 +62,9 @@ def ima_lists(draw):  # noqa: ANN201
 
 
 @settings(deadline=None)
-@given(ima_lists(), st.sampled_from([(SHA1,), (SHA256,), (SHA1, SHA256), (SHA256, SHA384, SHA1)]))
+@given(ima_lists(), st.sampled_from([(SHA1,), (SHA256,), (SHA1, SHA256), (SHA256, SHA384, SHA1), (SHA1, SHA256, SHA1)]))
 def test_replay_is_the_rule_entry_by_entry(entries, banks):
+    """(A bank named twice is extended twice with each entry, as replay always did.)"""
     replayed = replay_ima_log(UnverifiedImaLog(entries=entries, format="binary"), banks=banks)
     assert {alg: dict(replayed[alg]) for alg in replayed} == reference_replay(entries, banks)
 

@@ -8,14 +8,14 @@ the same, value for value; for anything else it returns None and the careful rea
 reader, and the fast path changes no result, only the time (tests/unit/test_ima_fast.py checks
 both agree on random well-formed and malformed lines).
 
-Taken here: `<pcr> <template hash> ima-ng <alg>:<digest> <path>` and the same with `ima-sig` and a
-signature (or nothing) after the path, an optional leading space (the kernel prints the PCR as
-`%2d`) and a PCR number 0-31 in that form, a SHA-1 (40 hex digits) or SHA-256 (64) template hash, lowercase hex, a file digest
-algorithm the kernel knows with a digest of its size, a path without NUL, and a template hash that
-is the hash of the template data. Not taken: violations (their all-zero template hash is no hash
-of the data), other templates, other template hash lengths (SHA-384 lists, or SM3 ones when the
-SHA-256 check fails), hex with upper case or whitespace (which `bytes.fromhex` skips), a hex field of digits only (rare; Python's
-`islower` needs a letter), anything over a cap.
+Taken here: `<pcr> <template hash> ima-ng <alg>:<digest> <path>` and the same with `ima-sig`
+and a signature (or nothing) after the path; a PCR number 0-31 as `%2d` prints it (a leading
+space, or none); a SHA-1 (40 hex digits) or SHA-256 (64) template hash that is the hash of the
+template data; lowercase hex; a file digest algorithm the kernel knows, with a digest of its size;
+a path without NUL. Not taken: violations (their all-zero template hash is no hash of the data),
+other templates, other template hash lengths (SHA-384 lists, or SM3 ones when the SHA-256 check
+fails), hex with upper case or whitespace (which `bytes.fromhex` skips), a hex field of digits
+only (rare; `bytes.islower` needs a letter), template data over the cap.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ _U32 = struct.Struct("<I").pack
 # template hash length in hex digits -> (hash function, its HashAlg), the first candidate of
 # `_ima._TEMPLATE_HASH_ALGS` for the length
 _TEMPLATE_HASHES = {40: (hashlib.sha1, HashAlg.SHA1), 64: (hashlib.sha256, HashAlg.SHA256)}
+_PCRS = {str(i).encode(): i for i in range(32)}  # PCR numbers as %2d prints them (less the padding)
 # file digest algorithm as printed -> (its name, digest size, the d-ng field's bytes before the digest:
 # the field length and "<alg>:\0")
-_PCRS = {str(i).encode(): i for i in range(32)}  # PCR numbers as %2d prints them (less the padding)
 _DIGEST_FIELDS = {
     name.encode(): (name, size, _U32(len(name) + 2 + size) + name.encode() + b":\x00")
     for name, size in IMA_HASH_SIZES.items()

@@ -31,8 +31,9 @@ def replay_ima_log(
     Raises `EventLogError` for a bank this OpenSSL cannot hash, or an ASCII entry of an unknown
     template (no template data) in a bank other than its template hash's.
 
-    A bank replayed from zero is kept with the log (it is immutable), so replaying the same log
-    object again, as verification and then appraisal do, returns it without hashing again.
+    A bank replayed from zero is kept with the log when its entries are a tuple (then nothing in
+    it can change), so replaying the same log object again, as verification and then appraisal
+    do, returns it without hashing again.
     """
     banks = tuple(HashAlg(b) for b in banks)
     makers = {}
@@ -46,16 +47,19 @@ def replay_ima_log(
     start = start or {}
     kept = _kept_replays(log) if type(log.entries) is tuple else {}
     state: dict[HashAlg, dict[int, bytes]] = {}
-    for alg in banks:
+    for alg in dict.fromkeys(banks):
+        # a bank named twice has always been extended twice with each entry: kept as it was
+        times = banks.count(alg)
         begin = start.get(alg)
-        if not begin and alg in kept:
+        if not begin and times == 1 and alg in kept:
             state[alg] = kept[alg]
             continue
         values = {int(i): bytes(v) for i, v in (begin or {}).items()}
-        if not _extend(log.entries, alg, makers[alg], values):
+        entries = log.entries if times == 1 else tuple(e for e in log.entries for _ in range(times))
+        if not _extend(entries, alg, makers[alg], values):
             _raise_first_undigestable(log, banks)
         state[alg] = values
-        if not begin:
+        if not begin and times == 1:
             kept[alg] = values  # never changed after this: ReplayedPcrs copies what it is given
     return ReplayedPcrs(state)
 
