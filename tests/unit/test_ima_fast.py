@@ -228,3 +228,29 @@ def test_a_private_slot_is_no_field():
     log = UnverifiedImaLog(entries=(), format="ascii")
     assert "_replays" not in UnverifiedImaLog._fields and "_replays" not in repr(log)
     assert log == UnverifiedImaLog(entries=(), format="ascii") and log.replace(source="s").source == "s"
+
+
+@pytest.mark.parametrize(
+    ("pick", "want"),
+    [
+        (lambda ls: b"\n".join(ls[:3]), [1, 2, 3]),
+        (lambda ls: b"\n".join(ls[:3]) + b"\n", [1, 2, 3]),
+        (lambda ls: b"\n".join(ls[:4]), "offset 381: line 4: more than 3 entries"),
+        (lambda ls: b"\n".join(ls[:3]) + b"\n\n", "offset 381: line 4: more than 3 entries"),
+        (lambda ls: b"\n".join(ls[:3]) + b"\nx", "offset 381: line 4: more than 3 entries"),
+        (lambda ls: b"\n".join([ls[0], b"bad", *ls[2:5]]), "offset 127: line 2: not '<pcr>"),
+    ],
+)
+def test_the_entry_cap_counts_lines_after_the_earlier_errors(pick, want):
+    """With the cap at 3: a fourth line (even empty, unless it is the final newline) is refused at
+    its own offset, after any defect in the lines before it."""
+    entries = tuple(ima_ng_entry(f"/f{i}", bytes([i]) * 32, alg=HashAlg.SHA256) for i in range(5))
+    lines = encode_ima_ascii(UnverifiedImaLog(entries=entries, format="ascii")).split(b"\n")
+    data = pick(lines)
+    with mock.patch.object(ima_module, "MAX_IMA_ENTRIES", 3):
+        got = _outcome(data)
+        assert got == _careful_only(data)
+    if isinstance(want, list):
+        assert [dict((name, value) for name, _, value in e)["line"] for e in got] == want
+    else:
+        assert got.startswith(f"EventLogError: x, {want}")
