@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -105,3 +107,34 @@ def stop_server(server: Server) -> None:
         server.running.stop()
     finally:
         server.services.close()
+
+
+def serve_again(server: Server, *, port: int = 0) -> Server:
+    """Another server process on `server`'s directory and database (a replica, or with the port
+    of a stopped one, its restart): only the directory and the database carry over."""
+    settings = load_settings(server.directory, environ={"VROOT_SERVER_LISTEN": f"127.0.0.1:{port}"})
+    services = Services.open(settings, clock=server.clock)
+    try:
+        running = start_server(settings, services)
+    except BaseException:
+        services.close()
+        raise
+    return Server(running=running, settings=settings, services=services, token=server.token, clock=server.clock,
+                  directory=server.directory)  # fmt: skip
+
+
+def restart_server(server: Server) -> Server:
+    """Stop `server` and start it again on the same port."""
+    port = server.running.port
+    stop_server(server)
+    return serve_again(server, port=port)
+
+
+def terminate(proc: subprocess.Popen, *, timeout: float = 30.0) -> int:
+    """SIGTERM a process this test started (by its PID), SIGKILL it if it does not stop; its code."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(10)

@@ -33,7 +33,7 @@ def test_long_poll_returns_a_task_enqueued_while_it_waits(server, tmp_path):
     started = time.monotonic()
     poller.start()
     time.sleep(0.5)  # the poll is waiting now
-    queued = server.operator().post("/v1/agents/host:a1/tasks", {"kind": "attest", "payload": {"n": 1}})
+    queued = server.operator().post("/v1/agents/host:a1/tasks", {"kind": "ping", "payload": {"n": 1}})
     poller.join(25)
     assert not poller.is_alive()
     elapsed = time.monotonic() - started
@@ -45,7 +45,7 @@ def test_long_poll_returns_a_task_enqueued_while_it_waits(server, tmp_path):
 
 def test_result_completes_the_task_once(server, tmp_path):
     agent = server.client(cert=server.add_agent("host:a1", tmp_path))
-    server.operator().post("/v1/agents/host:a1/tasks", {"kind": "attest"})
+    server.operator().post("/v1/agents/host:a1/tasks", {"kind": "ping"})
     task = agent.next_task("host:a1", wait=0)
     done = agent.post_result("host:a1", task["id"], ok=True, result={"verdict": "trusted"})
     assert done["state"] == "done" and done["result"] == {"verdict": "trusted"}
@@ -57,7 +57,7 @@ def test_result_completes_the_task_once(server, tmp_path):
 def test_two_agents_cannot_take_each_others_tasks(server, tmp_path):
     a = server.client(cert=server.add_agent("host:a1", tmp_path))
     b = server.client(cert=server.add_agent("host:b1", tmp_path))
-    server.operator().post("/v1/agents/host:a1/tasks", {"kind": "attest"})
+    server.operator().post("/v1/agents/host:a1/tasks", {"kind": "ping"})
     with pytest.raises(VerificationError, match="host:b1's, not host:a1's"):
         b.next_task("host:a1", wait=0)
     assert b.next_task("host:b1", wait=0) is None  # b's own queue is empty
@@ -89,7 +89,7 @@ def test_revoked_client_certificate_is_refused_at_once(server, tmp_path):
     with pytest.raises(Conflict, match="already revoked"):
         server.operator().post("/v1/agents/host:a1/revoke", {})
     with pytest.raises(Conflict, match="revoked; tasks go to active agents only"):
-        server.operator().post("/v1/agents/host:a1/tasks", {"kind": "attest"})
+        server.operator().post("/v1/agents/host:a1/tasks", {"kind": "ping"})
 
 
 def test_certificate_serial_revoked_without_the_agent_is_refused(server, tmp_path):
@@ -136,11 +136,11 @@ def test_enqueue_checks_its_input(server, tmp_path):
     server.add_agent("host:a1", tmp_path)
     op = server.operator()
     with pytest.raises(NotFound):
-        op.post("/v1/agents/host:zz/tasks", {"kind": "attest"})
+        op.post("/v1/agents/host:zz/tasks", {"kind": "ping"})
     with pytest.raises(InvalidInput):
         op.post("/v1/agents/host:a1/tasks", {"kind": "Attest Now"})
-    first = op.post("/v1/agents/host:a1/tasks", {"kind": "attest", "key": "periodic"})
-    again = op.post("/v1/agents/host:a1/tasks", {"kind": "attest", "key": "periodic"})
+    first = op.post("/v1/agents/host:a1/tasks", {"kind": "ping", "key": "periodic"})
+    again = op.post("/v1/agents/host:a1/tasks", {"kind": "ping", "key": "periodic"})
     assert first["id"] == again["id"]
 
 

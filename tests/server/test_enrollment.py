@@ -101,7 +101,7 @@ def test_ra1_host_enrolls_and_its_client_certificate_works(server_factory, short
 
     with creds.client() as client:  # mutual TLS with the new certificate
         assert client.next_task("host:host-a", wait=0) is None
-        task = server.operator().post("/v1/agents/host:host-a/tasks", {"kind": "attest"})
+        task = server.operator().post("/v1/agents/host:host-a/tasks", {"kind": "ping"})
         assert client.next_task("host:host-a", wait=5)["id"] == task["id"]
         old_key = creds.client_key.read_bytes()
         again = enroll_host(host_dir, server.url, server.ca)  # enrolling again replaces the certificate

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import signal
 import socket
 import stat
 import subprocess
@@ -17,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from server_helpers import terminate
 from vtm_helpers import make_host
 
 from vroot.errors import Conflict, InvalidInput, NotFound
@@ -139,10 +139,5 @@ def test_cli_init_run_enroll_status_end_to_end(short_tmp):
         assert wrong.returncode == 1 and "operator token is not valid" in wrong.stderr
         assert "0" * 64 not in wrong.stderr
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)
+        terminate(server)
     assert server.returncode == 0

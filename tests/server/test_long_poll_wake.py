@@ -23,10 +23,10 @@ def test_task_queued_elsewhere_wakes_the_waiting_agent(server_factory, tmp_path,
     started = time.monotonic()
     if backend == "postgresql":  # another replica: its own Store on the same database
         with Store.open(server.settings.database_url) as replica:
-            queued = replica.tasks.enqueue(agent_id="host:w1", kind="attest", payload={}, now=server.clock())
+            queued = replica.tasks.enqueue(agent_id="host:w1", kind="ping", payload={}, now=server.clock())
         queued_id = queued.id
     else:
-        queued_id = server.operator().post("/v1/agents/host:w1/tasks", {"kind": "attest"})["id"]
+        queued_id = server.operator().post("/v1/agents/host:w1/tasks", {"kind": "ping"})["id"]
     poller.join(25)
     elapsed = time.monotonic() - started
     assert got and got[0] is not None and got[0]["id"] == queued_id

@@ -94,11 +94,11 @@ def test_payload_that_is_not_strict_json_is_refused(app_client):
     client, services, _ = app_client
     services.store.agents.add(AgentRecord(id="host:h", kind=AgentKind.HOST, ek_public=b"e", created_at=datetime.now(UTC)))
     services.store.agents.activate("host:h", ak_public=b"a", ak_certificate=b"", client_serial=7, now=datetime.now(UTC))
-    r = client.post("/v1/agents/host:h/tasks", content=b'{"kind": "attest", "payload": {"x": NaN}}',
+    r = client.post("/v1/agents/host:h/tasks", content=b'{"kind": "ping", "payload": {"x": NaN}}',
                     headers={"content-type": "application/json"})  # fmt: skip
     assert r.status_code == 400 and r.json()["error"] == "InvalidInput"
     assert services.store.tasks.list(agent_id="host:h") == []
-    deep = b'{"kind": "attest", "payload": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}"
+    deep = b'{"kind": "ping", "payload": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}"
     r = client.post("/v1/agents/host:h/tasks", content=deep, headers={"content-type": "application/json"})
     assert 400 <= r.status_code < 500 and r.headers["content-type"] == "application/problem+json"
 

@@ -1,7 +1,7 @@
 """`ServerClient`: an agent's (or operator's) HTTPS client for the vroot server.
 
 The server is verified against the operations CA (its certificate names localhost, 127.0.0.1, ::1
-and the server's host name). An enrolled agent presents its client certificate; an operator
+and the server's host name), or the system's CAs when none is given. An enrolled agent presents its client certificate; an operator
 passes its token. Problem details come back as the `vroot.errors` class they name (an unknown
 class as its family), so callers handle server errors like local ones; a server that cannot be
 reached, or a TLS handshake it refuses, is `Unavailable`.
@@ -52,7 +52,7 @@ class ServerClient:
         self,
         url: str,
         *,
-        ca_certificate: str | Path | bytes,
+        ca_certificate: str | Path | bytes | None,
         client_cert: str | Path | None = None,
         client_key: str | Path | None = None,
         token: str | None = None,
@@ -65,7 +65,7 @@ class ServerClient:
         try:
             if isinstance(ca_certificate, bytes):
                 ctx.load_verify_locations(cadata=ca_certificate.decode("ascii"))
-            else:
+            elif ca_certificate is not None:  # None: the system's trusted CAs
                 ctx.load_verify_locations(cafile=str(ca_certificate))
             if client_cert is not None:
                 ctx.load_cert_chain(str(client_cert), str(client_key))
@@ -77,10 +77,12 @@ class ServerClient:
         self._http = httpx.Client(base_url=self.url, verify=ctx, headers=headers, timeout=timeout)
 
     def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
-                timeout: float | None = None) -> Any:  # fmt: skip
-        """One request; the decoded JSON body (or the raw bytes of a non-JSON answer)."""
+                timeout: float | None = None, content: bytes | None = None,
+                headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+        """One request (a JSON body, or raw `content`); the decoded JSON answer (or the raw bytes of
+        a non-JSON one)."""
         try:
-            response = self._http.request(method, path, json=json, params=params,
+            response = self._http.request(method, path, json=json, params=params, content=content, headers=headers,
                                           timeout=self._timeout if timeout is None else timeout)  # fmt: skip
         except httpx.TransportError as exc:
             raise E.Unavailable(f"{method} {self.url}{path}: {type(exc).__name__}: {exc}") from None

@@ -13,6 +13,7 @@ import sys
 
 # (name, one-line help) of every top-level command, in the order `vroot --help` lists them.
 COMMANDS: tuple[tuple[str, str], ...] = (
+    ("attest", "Attest a host now: its verdict, findings and signed result from the RA server."),
     ("baseline", "Learn, show and apply baselines (reference values) and policies."),
     ("demo", "Run the guided demo: a host proves its boot, its VMs get vTMs rooted in its TPM."),
     ("eventlog", "Read, show and replay TCG and IMA measurement logs."),

@@ -91,6 +91,10 @@ def run(
     check_interval: float = typer.Option(
         1.0, "--check-interval", help="Seconds between vTM liveness checks."
     ),
+    server: str | None = typer.Option(
+        None, "--server", help="Also answer this RA server's tasks (after `vroot server enroll-host`)."
+    ),
+    ca: Path | None = typer.Option(None, "--ca", help="The RA server's operations CA (with --server)."),
 ) -> None:
     """Run the host agent in the foreground (local API on DIR/agent.sock). Ctrl-C stops it."""
     import logging
@@ -99,7 +103,20 @@ def run(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     agent = HostAgent.start(directory)
-    agent.serve(check_interval=check_interval, on_ready=lambda: print(f"ready: {directory}", flush=True))
+    loops = []
+
+    def ready() -> None:
+        if server is not None:
+            from vroot.agent import start_host_loop
+
+            loops.append(start_host_loop(directory, server_url=server, ca_certificate=ca))
+        print(f"ready: {directory}" + (f" (tasks from {server})" if server else ""), flush=True)
+
+    try:
+        agent.serve(check_interval=check_interval, on_ready=ready)
+    finally:
+        for loop in loops:
+            loop.stop(timeout=1.0)
 
 
 @app.command()

@@ -37,9 +37,10 @@ def _root(
 
 
 def _register() -> None:
-    from vroot.cli import baseline, demo, eventlog, host, quote, server, vtm
+    from vroot.cli import attest, baseline, demo, eventlog, host, quote, server, vtm
 
     helps = dict(COMMANDS)
+    app.command("attest", help=helps["attest"])(attest.attest)
     app.add_typer(baseline.app, name="baseline", help=helps["baseline"])
     app.command("demo", help=helps["demo"])(demo.demo)
     app.add_typer(eventlog.app, name="eventlog", help=helps["eventlog"])

@@ -17,22 +17,44 @@ Library use, all assembled at start-up and passed down:
     running.url; running.stop(); services.close()
 
 Endpoints (`/openapi.json`, checked in as docs/openapi.json): health, metrics, status, CRL; host
-enrollment (begin, activation); agents (operator: list, show, revoke, enqueue a task); the agent
-protocol (long-poll for a task, post its result) under the agent's client certificate.
+enrollment (begin, activation); agents (operator: list, show, assign a group, revoke, enqueue a
+task); the agent protocol (long-poll for a task, post its result) under the agent's client
+certificate; the baseline library (baselines by name and version, one policy per group); host
+attestation (RA-2, RA-5, RA-6: trigger, follow, latest result and history with the signed EAR,
+the result-signing public key); events as server-sent events and webhooks.
+
+Host attestation, in one picture (`_attest`):
+
+    operator  POST /v1/agents/host:h1/attestations   -> nonce (single use) in an `attest` task
+    agent     GET  /v1/agents/host:h1/tasks          -> the task; deep quote over the nonce
+    agent     POST /v1/agents/host:h1/tasks/N/result {"evidence": ...}
+    server    nonce consumed -> AK certificate (PCA, revocation) -> quote and logs with the
+              ENROLLED AK -> reboot/clock counters -> appraisal (group policy, baseline,
+              incremental IMA state) -> result + signed EAR recorded -> "verdict.changed"
+    scheduler the same, for every active host with a policy, each `attestation_interval`
 """
 
+from vroot.server._attest import ATTEST, Attestations
 from vroot.server._auth import AgentAuthenticator, Forbidden, Unauthenticated, check_operator_token
 from vroot.server._enroll import EnrolledAgent, Enrollments, HostActivation, HostChallenge, HostClaim
 from vroot.server._init import InitResult, init_server, server_names
+from vroot.server._library import Library, ResolvedPolicy
+from vroot.server._scheduler import Scheduler
 from vroot.server._serve import RunningServer, serve, start_server
 from vroot.server._services import ManufacturerTrust, Services, system_clock
 from vroot.server._settings import CONFIG_NAME, Settings, load_settings
 from vroot.server._tasks import TaskService, TaskWaker
+from vroot.server._verdict import ClockRegressed
+from vroot.server._webhooks import SIGNATURE_HEADER, WebhookDeliverer, Webhooks, event_json, sign_delivery
 from vroot.server.api import create_app
 
 __all__ = [
+    "ATTEST",
     "CONFIG_NAME",
+    "SIGNATURE_HEADER",
     "AgentAuthenticator",
+    "Attestations",
+    "ClockRegressed",
     "EnrolledAgent",
     "Enrollments",
     "Forbidden",
@@ -40,19 +62,26 @@ __all__ = [
     "HostChallenge",
     "HostClaim",
     "InitResult",
+    "Library",
     "ManufacturerTrust",
+    "ResolvedPolicy",
     "RunningServer",
+    "Scheduler",
     "Services",
     "Settings",
     "TaskService",
     "TaskWaker",
     "Unauthenticated",
+    "WebhookDeliverer",
+    "Webhooks",
     "check_operator_token",
     "create_app",
+    "event_json",
     "init_server",
     "load_settings",
     "serve",
     "server_names",
+    "sign_delivery",
     "start_server",
     "system_clock",
 ]

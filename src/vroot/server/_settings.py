@@ -6,11 +6,14 @@
     manufacturer_cas = ["trust/manufacturer-0.pem"]   # relative to DIR, or absolute
     nonce_ttl_seconds = 120
     enrollment_ttl_seconds = 300
-    attestation_interval_seconds = 60
+    attestation_interval_seconds = 60        # continuous attestation: each active host this often
     task_lease_seconds = 120
     max_wait_seconds = 60
     poll_interval_seconds = 1.0
     max_body_bytes = 16777216
+    scheduler_interval_seconds = 5.0          # continuous attestation's check; 0 turns it off
+    event_keepalive_seconds = 15.0            # comment lines on idle event streams
+    webhook_timeout_seconds = 10.0
     operator_token_sha256 = "<64 hex digits>"  # the hash only; the token itself is never stored
 
 Every option can be overridden by the environment as `VROOT_SERVER_<OPTION>` (upper case, e.g.
@@ -82,6 +85,9 @@ class Settings:
     max_wait_seconds: float = 60.0
     poll_interval_seconds: float = 1.0
     max_body_bytes: int = MAX_BODY_BYTES
+    scheduler_interval_seconds: float = 5.0
+    event_keepalive_seconds: float = 15.0
+    webhook_timeout_seconds: float = 10.0
     operator_token_sha256: bytes = field(repr=False, default=b"")
 
     def __post_init__(self) -> None:
@@ -122,6 +128,9 @@ class _ServerFile(BaseModel):
     max_wait_seconds: float = Field(60.0, ge=0, le=600)
     poll_interval_seconds: float = Field(1.0, gt=0, le=60)
     max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, le=1 << 30)
+    scheduler_interval_seconds: float = Field(5.0, ge=0, le=3600)
+    event_keepalive_seconds: float = Field(15.0, gt=0, le=300)
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
     operator_token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
     def to_domain(self, directory: Path) -> Settings:
@@ -141,6 +150,9 @@ class _ServerFile(BaseModel):
             max_wait_seconds=self.max_wait_seconds,
             poll_interval_seconds=self.poll_interval_seconds,
             max_body_bytes=self.max_body_bytes,
+            scheduler_interval_seconds=self.scheduler_interval_seconds,
+            event_keepalive_seconds=self.event_keepalive_seconds,
+            webhook_timeout_seconds=self.webhook_timeout_seconds,
             operator_token_sha256=bytes.fromhex(self.operator_token_sha256),
         )
 

@@ -1,8 +1,9 @@
 """`create_app(settings, services)`: the FastAPI application, assembled from its parts up front.
 
 Nothing is global or made at import: each call builds its own services (enrollments, tasks, the
-task waker, the agent authenticator, the request counter) around what it is given, and the task
-waker runs only between the app's startup and shutdown (lifespan).
+baseline library, attestations, webhooks, the agent authenticator, the request counter) around
+what it is given. Its three threads, the waker (long-polls and event streams), the attestation
+scheduler and the webhook deliverer, run only between the app's startup and shutdown (lifespan).
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vroot import __version__
+from vroot.server._attest import Attestations
 from vroot.server._auth import AgentAuthenticator
 from vroot.server._enroll import Enrollments
+from vroot.server._library import Library
+from vroot.server._scheduler import Scheduler
 from vroot.server._services import Services
 from vroot.server._settings import Settings
 from vroot.server._tasks import TaskService, TaskWaker
+from vroot.server._webhooks import WebhookDeliverer, Webhooks
 from vroot.server.api._metrics import CountRequests, RequestCounts
 from vroot.server.api._problems import install_problem_handlers, problem_response
 
@@ -47,6 +52,11 @@ class AppContext:
     waker: TaskWaker
     authenticator: AgentAuthenticator
     counts: RequestCounts
+    library: Library
+    attestations: Attestations
+    scheduler: Scheduler
+    webhooks: Webhooks
+    deliverer: WebhookDeliverer
 
 
 class _BodyLimit:
@@ -83,16 +93,31 @@ class _BodyLimit:
 def create_app(settings: Settings, services: Services) -> FastAPI:
     """The server's ASGI application on `services` (which the caller opens and closes)."""
     from vroot.server.api._routes_agents import agent_routes
+    from vroot.server.api._routes_attest import attestation_routes
+    from vroot.server.api._routes_events import event_routes
+    from vroot.server.api._routes_library import library_routes
     from vroot.server.api._routes_public import public_routes
 
-    waker = TaskWaker(services.store, listen_timeout=min(0.5, settings.poll_interval_seconds))
+    store, clock = services.store, services.clock
+    waker = TaskWaker(store, listen_timeout=min(0.5, settings.poll_interval_seconds))
+    library = Library(store, clock=clock)
+    attestations = Attestations(services, library, nonce_ttl=settings.nonce_ttl)
+    scheduler = Scheduler(store, attestations, interval=settings.attestation_interval,
+                          tick_seconds=settings.scheduler_interval_seconds, clock=clock)  # fmt: skip
+    webhooks = Webhooks(store, result_signing_key=services.keys.result_signing_key, clock=clock, rng=services.rng)
+    deliverer = WebhookDeliverer(store, webhooks, wake=waker.events_appended, timeout=settings.webhook_timeout_seconds,
+                                 poll_seconds=max(1.0, settings.poll_interval_seconds))  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         waker.start()
+        scheduler.start()
+        deliverer.start()
         try:
             yield
         finally:
+            deliverer.stop()
+            scheduler.stop()
             waker.stop()
 
     app = FastAPI(
@@ -108,16 +133,22 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
         settings=settings,
         services=services,
         enrollments=Enrollments(services, ttl=settings.enrollment_ttl),
-        tasks=TaskService(services.store, lease=settings.task_lease, clock=services.clock),
+        tasks=TaskService(store, lease=settings.task_lease, clock=clock),
         waker=waker,
-        authenticator=AgentAuthenticator(
-            services.store, ops_certificate=services.keys.ops.certificate, clock=services.clock
-        ),
+        authenticator=AgentAuthenticator(store, ops_certificate=services.keys.ops.certificate, clock=clock),
         counts=RequestCounts(),
+        library=library,
+        attestations=attestations,
+        scheduler=scheduler,
+        webhooks=webhooks,
+        deliverer=deliverer,
     )
     install_problem_handlers(app)
     app.include_router(public_routes(ctx))
     app.include_router(agent_routes(ctx))
+    app.include_router(attestation_routes(ctx))
+    app.include_router(library_routes(ctx))
+    app.include_router(event_routes(ctx))
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(CountRequests, counts=ctx.counts)
     app.state.vroot = ctx

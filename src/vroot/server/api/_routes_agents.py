@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from vroot.server._attest import ATTEST
 from vroot.server._tasks import long_poll
 from vroot.server.api._app import AppContext
 from vroot.server.api._routes_public import errors, operator_dependency
@@ -51,15 +52,17 @@ def agent_routes(ctx: AppContext) -> APIRouter:
     @router.post("/v1/agents/{agent_id}/revoke", response_model=AgentOut, dependencies=as_operator,
                  tags=["operator"], responses=errors(401, 404, 409, 422, 503))  # fmt: skip
     def revoke(body: RevokeIn, agent_id: AgentId) -> AgentOut:
-        """Revoke an agent: its client certificate serial joins the revocations (refused from the next
-        request on, on every replica), its enrollment in progress is dropped, its state is revoked."""
-        return AgentOut.of(store.agents.revoke(agent_id, reason=body.reason, now=ctx.services.clock()))
+        """Revoke an agent: its client and AK certificate serials join the revocations (refused from
+        the next request on, on every replica), its enrollment in progress is dropped, its state is
+        revoked, and an "untrusted" result saying so is recorded (its verdict changes at once)."""
+        return AgentOut.of(ctx.attestations.revoke(agent_id, reason=body.reason))
 
     @router.post("/v1/agents/{agent_id}/tasks", response_model=TaskOut, status_code=201,
                  dependencies=as_operator, tags=["operator"],
                  responses=errors(400, 401, 404, 409, 422, 503))  # fmt: skip
     def enqueue(body: TaskIn, agent_id: AgentId) -> TaskOut:
-        """Queue a task for an active agent (operator); wakes its long-poll."""
+        """Queue a task for an active agent (operator); wakes its long-poll. `attest` tasks come from
+        POST /v1/agents/{agent_id}/attestations, which gives them their nonce."""
         return TaskOut.of(ctx.tasks.enqueue(agent_id, kind=body.kind, payload=body.payload, key=body.key))
 
     @router.get("/v1/agents/{agent_id}/tasks", response_model=NextTask, tags=["agent"],
@@ -79,7 +82,12 @@ def agent_routes(ctx: AppContext) -> APIRouter:
     def post_result(
         body: ResultIn, task_id: TaskId, agent: Annotated[AgentRecord, Depends(agent_certificate)]
     ) -> TaskOut:
-        """Finish a task the agent holds, as done or failed (agent)."""
-        return TaskOut.of(ctx.tasks.finish(agent.id, task_id, ok=body.status == "done", result=body.result))
+        """Finish a task the agent holds, as done or failed (agent). An `attest` task's result is the
+        evidence bundle ({"evidence": ...}): it is verified, appraised and recorded (RA-5, RA-6), and
+        the task keeps only {"result_id", "verdict"}."""
+        ok = body.status == "done"
+        if ctx.tasks.own(agent.id, task_id).kind == ATTEST:
+            return TaskOut.of(ctx.attestations.accept(agent.id, task_id, ok=ok, result=body.result)[0])
+        return TaskOut.of(ctx.tasks.finish(agent.id, task_id, ok=ok, result=body.result))
 
     return router

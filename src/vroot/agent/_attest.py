@@ -1,0 +1,81 @@
+"""The host's side of attestation (RA-2, HW-F2): answer the server's `attest` tasks with a deep
+quote from the local host agent, in a task loop that runs beside `vroot host run`.
+
+    loop = start_host_loop(host_dir)                   # after `vroot server enroll-host`
+    ...                                                # the host agent serves meanwhile
+    loop.stop()
+
+An `attest` task carries the server's nonce (hex). The handler asks the host agent on
+HOST_DIR/agent.sock for `POST /v1/deep-quote` with the nonce as qualifying data and returns the
+evidence bundle as the task result ({"evidence": ...}). It checks nothing about the evidence:
+the server verifies it with the AK it enrolled. A host agent that does not answer makes the task
+fail (the server records that as an "error" result), never the loop.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vroot.agent._client import ServerClient
+from vroot.agent._enroll import load_credentials
+from vroot.agent._loop import Task, TaskHandler, TaskLoop
+from vroot.errors import InvalidInput
+from vroot.host import AgentClient, HostPaths
+
+__all__ = ["RunningTaskLoop", "attest_handler", "host_task_loop", "start_host_loop"]
+
+_NONCE = re.compile(r"[0-9a-f]{2,128}")
+
+
+def attest_handler(host_dir: str | Path, *, timeout: float = 120.0) -> TaskHandler:
+    """The `attest` task handler of the host at `host_dir` (its host agent must be running)."""
+    agent = AgentClient(HostPaths(Path(host_dir)).agent_socket, timeout=timeout)
+
+    def handle(task: Task) -> dict[str, Any]:
+        payload = task.payload if isinstance(task.payload, Mapping) else {}
+        nonce = payload.get("nonce")
+        if not isinstance(nonce, str) or _NONCE.fullmatch(nonce) is None:
+            raise InvalidInput("an attest task carries its nonce as 2-128 lower-case hex digits")
+        return {"evidence": agent.call("POST", "/v1/deep-quote", {"qualifying_data": nonce})}
+
+    return handle
+
+
+def host_task_loop(host_dir: str | Path, *, server_url: str | None = None, ca_certificate: str | Path | None = None,
+                   wait: float = 25.0) -> tuple[ServerClient, TaskLoop]:  # fmt: skip
+    """A client with the host's enrolled identity and a task loop answering `attest` tasks. The
+    server URL and CA default to the ones of the enrollment (HOST_DIR/server/)."""
+    creds = load_credentials(host_dir)
+    client = ServerClient(server_url or creds.server_url, ca_certificate=ca_certificate or creds.ca_certificate,
+                          client_cert=creds.client_certificate, client_key=creds.client_key)  # fmt: skip
+    return client, TaskLoop(client, creds.agent_id, {"attest": attest_handler(host_dir)}, wait=wait)
+
+
+@dataclass
+class RunningTaskLoop:
+    """A task loop running in a thread; `stop()` ends it (within one long-poll wait)."""
+
+    loop: TaskLoop
+    client: ServerClient
+    thread: threading.Thread
+    stopping: threading.Event
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.stopping.set()
+        self.thread.join(timeout)
+        self.client.close()
+
+
+def start_host_loop(host_dir: str | Path, *, server_url: str | None = None, ca_certificate: str | Path | None = None,
+                    wait: float = 25.0) -> RunningTaskLoop:  # fmt: skip
+    """Run `host_task_loop` in a daemon thread."""
+    client, loop = host_task_loop(host_dir, server_url=server_url, ca_certificate=ca_certificate, wait=wait)
+    stopping = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stopping,), name="vroot-task-loop", daemon=True)
+    thread.start()
+    return RunningTaskLoop(loop=loop, client=client, thread=thread, stopping=stopping)

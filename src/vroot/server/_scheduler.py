@@ -1,0 +1,95 @@
+"""Continuous attestation (RA-6): every active host whose group has a policy is attested at least
+every `attestation_interval` (the server setting; the policy manifest has no interval field yet).
+
+A thread wakes every `scheduler_interval_seconds` and asks the store which hosts are due: active
+hosts of a group with a policy whose latest result is missing or older than the interval. For each
+it calls `Attestations.request`, which queues an `attest` task under the task key "attest": with
+several replicas running schedulers on one database, the key keeps one open attestation per agent
+(a second replica's request returns the open task), and a task a dead replica handed out is handed
+out again when its lease expires. Nothing the schedule depends on lives in one replica's memory;
+the only memory here (which agents this replica asked for lately) just saves nonces: an agent
+that is due but still has its task open is not asked again until an interval has passed.
+
+Once per interval the scheduler also deletes nonces that expired more than an hour ago (a purged
+nonce that comes back reads as unknown, and is still refused).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from vroot.errors import Conflict, NotFound, Unavailable, VrootError
+from vroot.server._attest import Attestations
+from vroot.server._threads import ServiceThread
+from vroot.store import AgentKind, AgentState, Store
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger("vroot.server")
+NONCE_GRACE = timedelta(hours=1)
+
+
+class Scheduler(ServiceThread):
+    """Queues attestations of due hosts; `tick()` once, or `start()` a thread that ticks."""
+
+    thread_name = "vroot-scheduler"
+
+    def __init__(self, store: Store, attestations: Attestations, *, interval: timedelta, tick_seconds: float,
+                 clock: Callable[[], datetime]) -> None:  # fmt: skip
+        super().__init__()
+        self._store = store
+        self._attestations = attestations
+        self._interval = interval
+        self._tick = tick_seconds
+        self._clock = clock
+        self._asked: dict[str, float] = {}  # agent id -> monotonic time this replica last asked
+        self._last_purge = 0.0
+
+    def due(self) -> list[str]:
+        """Active hosts with a policy whose latest result is missing or older than the interval."""
+        groups = {p.group for p in self._store.policies.list()}
+        if not groups:
+            return []
+        hosts = [a for a in self._store.agents.list(kind=AgentKind.HOST, state=AgentState.ACTIVE) if a.group in groups]
+        latest = self._store.results.latest_for(a.id for a in hosts)
+        cutoff = self._clock() - self._interval
+        return [a.id for a in hosts if a.id not in latest or latest[a.id].created_at <= cutoff]
+
+    def tick(self) -> list[str]:
+        """Request an attestation of every due host not asked for lately; the agents asked."""
+        now = time.monotonic()
+        wait = self._interval.total_seconds()
+        asked = []
+        for agent_id in self.due():
+            if now - self._asked.get(agent_id, -wait) < wait:
+                continue
+            try:
+                self._attestations.request(agent_id)
+            except (Conflict, NotFound) as exc:  # revoked or deleted meanwhile
+                log.info("not attesting %s: %s", agent_id, exc.diagnostics())
+                continue
+            self._asked[agent_id] = now
+            asked.append(agent_id)
+        for agent_id in [a for a, t in self._asked.items() if now - t >= wait]:
+            del self._asked[agent_id]
+        if now - self._last_purge >= wait:
+            self._last_purge = now
+            self._store.nonces.purge(before=self._clock() - NONCE_GRACE)
+        return asked
+
+    def start(self) -> None:
+        """Tick every `tick_seconds` in a thread (not at all when it is 0)."""
+        if self._tick > 0:
+            super().start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick):
+            try:
+                self.tick()
+            except Unavailable as exc:
+                log.warning("scheduler: database unavailable (%s)", exc.diagnostics())
+            except VrootError as exc:
+                log.error("scheduler: %s", exc.diagnostics())
