@@ -125,9 +125,10 @@ class WebhookDeliverer(ServiceThread):
     thread_name = "vroot-webhooks"
 
     def __init__(self, store: Store, webhooks: Webhooks, *, wake: threading.Event, poll_seconds: float,
-                 timeout: float) -> None:  # fmt: skip
+                 timeout: float, clock: Callable[[], datetime]) -> None:  # fmt: skip
         super().__init__()
         self.join_timeout = timeout + 10
+        self._clock = clock
         self._store = store
         self._webhooks = webhooks
         self._wake = wake
@@ -168,7 +169,7 @@ class WebhookDeliverer(ServiceThread):
 
     def _post(self, http: httpx.Client, hook: WebhookRecord, event: EventRecord, secret: bytes) -> None:
         body = json.dumps(event_json(event), separators=(",", ":"), sort_keys=True).encode()
-        stamp = int(time.time())
+        stamp = int(self._clock().timestamp())
         headers = {"Content-Type": "application/json", "X-Vroot-Event": event.kind,
                    "X-Vroot-Event-Id": str(event.id), "X-Vroot-Webhook-Id": str(hook.id),
                    "X-Vroot-Timestamp": str(stamp), SIGNATURE_HEADER: sign_delivery(secret, stamp, body)}  # fmt: skip

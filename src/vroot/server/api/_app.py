@@ -106,7 +106,7 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
                           tick_seconds=settings.scheduler_interval_seconds, clock=clock)  # fmt: skip
     webhooks = Webhooks(store, result_signing_key=services.keys.result_signing_key, clock=clock, rng=services.rng)
     deliverer = WebhookDeliverer(store, webhooks, wake=waker.events_appended, timeout=settings.webhook_timeout_seconds,
-                                 poll_seconds=max(1.0, settings.poll_interval_seconds))  # fmt: skip
+                                 poll_seconds=max(1.0, settings.poll_interval_seconds), clock=clock)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
