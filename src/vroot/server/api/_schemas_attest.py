@@ -75,6 +75,22 @@ class FindingOut(BaseModel):
     seen: str | None = None
     message: str
 
+    @classmethod
+    def of(cls, doc: Mapping[str, Any]) -> FindingOut:
+        """A stored finding (`Finding.to_json()` shape), shown even if a field is off."""
+
+        def text(name: str) -> str | None:
+            value = doc.get(name)
+            return None if value is None else str(value)
+
+        def number(name: str) -> int | None:
+            value = doc.get(name)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        return cls(id=str(doc.get("id", "unknown")), severity=str(doc.get("severity", "error")), pcr=number("pcr"),
+                   event_index=number("event_index"), expected=text("expected"), seen=text("seen"),
+                   message=str(doc.get("message", "")))  # fmt: skip
+
 
 class ResultOut(BaseModel):
     id: int
@@ -96,7 +112,7 @@ class ResultOut(BaseModel):
     @classmethod
     def of(cls, r: ResultRecord) -> ResultOut:
         sub = ear_submodule(r.signed)
-        findings = [FindingOut.model_validate(f) for f in r.findings if isinstance(f, Mapping)]
+        findings = [FindingOut.of(f) for f in r.findings if isinstance(f, Mapping)]
         vector = sub.get("ear.trustworthiness-vector")
         return cls(id=r.id, agent_id=r.agent_id, verdict=r.verdict.value, created_at=r.created_at, findings=findings,
                    pcrs={bank: {str(i): v.hex() for i, v in sorted(vals.items())} for bank, vals in r.pcrs.items()},
