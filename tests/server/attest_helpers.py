@@ -22,7 +22,14 @@ from typing import Any
 import httpx
 from server_helpers import Server
 
-from vroot.agent import RunningTaskLoop, ServerClient, enroll_host, load_credentials, start_host_loop
+from vroot.agent import (
+    GuestSimulator,
+    RunningTaskLoop,
+    ServerClient,
+    enroll_host,
+    load_credentials,
+    start_host_loop,
+)
 from vroot.baseline import dump_manifest, learn_baseline
 from vroot.eventlog import parse_ima_log, parse_tcg_log
 from vroot.host import AgentClient
@@ -61,6 +68,7 @@ class Host:
     agent: Any  # tests/vtm/conftest.RunningAgent
     loop: RunningTaskLoop | None = None
     clients: list[ServerClient] = field(default_factory=list)
+    guests: GuestSimulator | None = None  # the guest attesters of its VMs, synced by hand (`sync_guests`)
 
     @property
     def agent_id(self) -> str:
@@ -87,8 +95,24 @@ class Host:
         self.clients.append(c)
         return c
 
+    def sync_guests(self) -> list[str]:
+        """Enroll the guests of VMs not enrolled yet and (re)start their task loops (RA-1, RA-3)."""
+        if self.guests is None:
+            self.guests = GuestSimulator(self.directory, server_url=self.server.url, ca_certificate=self.server.ca,
+                                         wait=0.5, interval=3600)  # fmt: skip
+        return self.guests.sync()
+
+    def stop_guest(self, vm: str) -> None:
+        """Stop the task loop of one simulated guest (to act as it by hand)."""
+        assert self.guests is not None
+        running = self.guests.loops[vm]
+        self.guests.stop_guest(vm, timeout=15)
+        assert not running.thread.is_alive(), "guest loop did not stop"
+
     def close(self) -> None:
         try:
+            if self.guests is not None:
+                self.guests.stop(timeout=15)
             self.stop_loop()
         finally:
             for c in self.clients:
@@ -106,10 +130,10 @@ def enrolled_host(server: Server, directory: Path, *, loop: bool = True) -> Host
 
 
 def learnt_manifest(host_dir: Path, *, name: str = "hosts", version: str = "1",
-                    extra_ima: dict[str, bytes] | None = None) -> bytes:  # fmt: skip
-    """A baseline manifest (JSON) learnt from the host's own boot and IMA logs, plus `extra_ima`
-    (path -> SHA-256 file digest) in its IMA allowlist."""
-    logs = host_dir / "logs"
+                    extra_ima: dict[str, bytes] | None = None, logs: Path | None = None) -> bytes:  # fmt: skip
+    """A baseline manifest (JSON) learnt from the host's own boot and IMA logs (or those in `logs`,
+    e.g. a VM's guest/ directory), plus `extra_ima` (path -> SHA-256 file digest) in its IMA allowlist."""
+    logs = logs if logs is not None else host_dir / "logs"
     baseline = learn_baseline(tcg_log=parse_tcg_log((logs / "boot.tcg").read_bytes()),
                               ima_log=parse_ima_log((logs / "ima.bin").read_bytes()), name=name, version=version)  # fmt: skip
     doc = json.loads(dump_manifest(baseline, format="json"))

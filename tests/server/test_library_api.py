@@ -124,7 +124,7 @@ def test_attestation_requests_are_checked(server, tmp_path):
     with pytest.raises(NotFound):
         op.post("/v1/agents/host:nope/attestations")
     store.agents.add(AgentRecord(id="vm:1", kind=AgentKind.GUEST, ek_public=b"e", created_at=datetime.now(UTC)))
-    with pytest.raises(InvalidInput, match="guest"):
+    with pytest.raises(Conflict, match="no active host"):  # a VM is attested through its host's deep quote
         op.post("/v1/agents/vm:1/attestations")
     store.agents.add(AgentRecord(id="host:new", kind=AgentKind.HOST, ek_public=b"e", created_at=datetime.now(UTC)))
     with pytest.raises(Conflict, match="enrolling"):
@@ -132,6 +132,8 @@ def test_attestation_requests_are_checked(server, tmp_path):
     server.add_agent("host:h1", tmp_path)
     with pytest.raises(InvalidInput, match="queued by the server"):  # no attest task without its nonce
         op.post("/v1/agents/host:h1/tasks", {"kind": "attest", "payload": {"nonce": "00" * 32}})
+    with pytest.raises(InvalidInput, match="queued by the server"):  # nor a deep quote without its batch
+        op.post("/v1/agents/host:h1/tasks", {"kind": "deep-quote", "payload": {"qualifying_data": "00" * 32}})
     with pytest.raises(NotFound, match="not been attested"):
         op.get("/v1/agents/host:h1/result")
     assert op.get("/v1/agents/host:h1/results") == {"results": []}

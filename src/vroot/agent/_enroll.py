@@ -38,7 +38,8 @@ from vroot.agent._client import ServerClient
 from vroot.errors import Conflict, InvalidInput, NotFound
 from vroot.host import HostPaths, load_config, load_host_keys
 
-__all__ = ["SERVER_DIR", "AgentCredentials", "enroll_host", "load_credentials"]
+__all__ = ["SERVER_DIR", "AgentCredentials", "csr_pem", "enroll_host", "load_credentials", "read_credentials",
+           "write_credentials"]
 
 SERVER_DIR = "server"
 
@@ -68,17 +69,36 @@ class AgentCredentials:
 
 def load_credentials(host_dir: str | Path) -> AgentCredentials:
     """The credentials `enroll_host` stored; NotFound if the host never enrolled."""
-    directory = HostPaths(Path(host_dir)).root / SERVER_DIR
+    return read_credentials(HostPaths(Path(host_dir)).root / SERVER_DIR, hint="run `vroot server enroll-host`")
+
+
+def read_credentials(directory: Path, *, hint: str = "enroll first") -> AgentCredentials:
+    """The credentials `write_credentials` stored in `directory`; NotFound if there are none."""
     try:
         doc = json.loads((directory / "enrollment.json").read_text())
         return AgentCredentials(agent_id=str(doc["agent_id"]), server_url=str(doc["server_url"]), directory=directory)
     except FileNotFoundError:
-        raise NotFound(f"{host_dir} is not enrolled (run `vroot server enroll-host`)") from None
+        raise NotFound(f"no enrollment in {directory} ({hint})") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidInput(f"{directory / 'enrollment.json'}: {exc}") from None
 
 
-def _csr(key: ec.EllipticCurvePrivateKey, agent_id: str) -> str:
+def write_credentials(directory: Path, *, agent_id: str, server_url: str, key: ec.EllipticCurvePrivateKey,
+                      enrolled: dict) -> AgentCredentials:  # fmt: skip
+    """Keep what an enrollment returned (the agent's TLS key 0600, its certificates, the CAs)."""
+    make_private_dir(directory)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())  # fmt: skip
+    atomic_write(directory / "client-key.pem", key_pem, mode=0o600)
+    for name, field in (("client-cert.pem", "client_certificate"), ("ca.pem", "ca_certificate"),
+                        ("ak-cert.pem", "ak_certificate"), ("pca.pem", "pca_certificate")):  # fmt: skip
+        atomic_write(directory / name, str(enrolled[field]).encode("ascii"), mode=0o644)
+    doc = {"agent_id": agent_id, "server_url": server_url}
+    atomic_write(directory / "enrollment.json", json.dumps(doc, indent=2).encode(), mode=0o644)
+    return AgentCredentials(agent_id=agent_id, server_url=server_url, directory=directory)
+
+
+def csr_pem(key: ec.EllipticCurvePrivateKey, agent_id: str) -> str:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, agent_id)])
     csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
@@ -129,22 +149,12 @@ def enroll_host(
             key = ec.generate_private_key(ec.SECP256R1())
             enrolled = client.post(f"/v1/enrollments/{agent_id}/activation", {
                 "enrollment_id": challenge["enrollment_id"], "secret": _b64(secret),
-                "client_key": _csr(key, agent_id), "vtm_manager_public": _b64(keys.manager_public),
+                "client_key": csr_pem(key, agent_id), "vtm_manager_public": _b64(keys.manager_public),
                 "vtm_manager_certify_info": _b64(keys.manager_certify_attest),
                 "vtm_manager_certify_signature": _b64(keys.manager_certify_signature),
             })  # fmt: skip
             del secret
-        directory = paths.root / SERVER_DIR
-        make_private_dir(directory)
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        atomic_write(directory / "client-key.pem", key_pem, mode=0o600)
-        for name, field in (("client-cert.pem", "client_certificate"), ("ca.pem", "ca_certificate"),
-                            ("ak-cert.pem", "ak_certificate"), ("pca.pem", "pca_certificate")):  # fmt: skip
-            atomic_write(directory / name, str(enrolled[field]).encode("ascii"), mode=0o644)
-        doc = {"agent_id": agent_id, "server_url": client.url}
-        atomic_write(directory / "enrollment.json", json.dumps(doc, indent=2).encode(), mode=0o644)
-        return AgentCredentials(agent_id=agent_id, server_url=client.url, directory=directory)
+        return write_credentials(paths.root / SERVER_DIR, agent_id=agent_id, server_url=client.url, key=key,
+                                 enrolled=enrolled)  # fmt: skip
     finally:
         os.close(lock_fd)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vroot.agent._client import ServerClient
-from vroot.errors import Conflict, Unavailable, VrootError
+from vroot.errors import Conflict, Unavailable, VerificationError, VrootError
 
 __all__ = ["Task", "TaskHandler", "TaskLoop"]
 
@@ -82,13 +82,18 @@ class TaskLoop:
         return task
 
     def run(self, stop: threading.Event) -> None:
-        """Loop until `stop` is set (checked between polls, so at most one wait later)."""
+        """Loop until `stop` is set (checked between polls, so at most one wait later), or until the
+        server refuses this agent's credentials (revoked, or replaced by a new enrollment): then it
+        logs why and returns, since asking again cannot help."""
         backoff = 1.0
         while not stop.is_set():
             try:
                 self.run_once()
                 backoff = 1.0
-            except Unavailable as exc:
+            except VerificationError as exc:
+                log.error("the server refuses %s (%s); its task loop stops", self._agent_id, exc.diagnostics())
+                return
+            except (Unavailable, VrootError) as exc:
                 log.warning("server unavailable (%s); retrying in %.0f s", exc.diagnostics(), backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)

@@ -1,7 +1,10 @@
-"""`vroot attest AGENT_ID --server URL --token TOKEN [--ca PEM] [--json] [--wait SECONDS]`.
+"""`vroot attest HOST|VM --server URL --token TOKEN [--ca PEM] [--json] [--wait SECONDS]`.
 
-Asks the server to attest a host now (RA-2), waits for the result and prints it: the verdict, the
-policy it was appraised under, the AR4SI vector of the signed result, and every finding. Exit 0
+Asks the server to attest a host or a VM now (RA-2), waits for the result and prints it: the
+verdict, the policy it was appraised under, the AR4SI vector of the signed result, and every
+finding. A VM (`vm:<uuid>`, or a bare UUID) is attested through a deep quote of the host it runs
+on (RA-4): its verdict is the joint one, and the host that vouched for it (with that host's own
+verdict in the same deep quote) is named; the host's findings appear as `host.<id>`. Exit 0
 when trusted, 1 when untrusted, 2 for bad input, a server or agent that cannot be reached, no
 result within --wait, or a result with verdict "error" (nothing was appraised).
 """
@@ -12,6 +15,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,9 @@ def _table(result: dict[str, Any]) -> str:
         ("agent", result["agent_id"]),
         ("verdict", result["verdict"].upper()),
         ("result", f"#{result['id']} at {result['created_at']}"),
+        *([("host", f"{result['host_id']} (its result #{result.get('host_result_id')}: "
+                    f"{str(result.get('host_verdict') or '-').upper()}; the verdict above is the joint one)")]
+          if result.get("host_id") else []),
         ("policy", result.get("policy_id") or "-"),
         ("EAR status", result.get("status") or "-"),
         ("vector", ", ".join(f"{k} {tiers.get(v, v)}" for k, v in sorted(vector.items())) or "-"),
@@ -49,23 +56,38 @@ def _table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def agent_id_of(text: str) -> str:
+    """The agent id a user means: `host:ID`/`vm:UUID` as given (a VM UUID made canonical), a bare
+    UUID as `vm:<uuid>`, anything else as `host:<text>`."""
+    prefix, sep, rest = text.partition(":")
+    candidate = rest if sep and prefix == "vm" else (None if sep else text)
+    if candidate is not None:
+        try:
+            return f"vm:{uuid.UUID(candidate)}"
+        except ValueError:
+            if sep:
+                return text  # vm:<not a uuid>: the server says it is unknown
+    return text if sep else f"host:{text}"
+
+
 def attest(
-    agent_id: str = typer.Argument(..., metavar="AGENT_ID", help="e.g. host:host-a (a bare host id means host:ID)."),
+    agent_id: str = typer.Argument(
+        ..., metavar="HOST|VM", help="host:ID or a bare host id; vm:UUID or a bare VM UUID (joint verdict)."
+    ),
     server: str = typer.Option(..., "--server", help="The server's https:// URL."),
     token: str | None = typer.Option(None, "--token", help="Operator token (default: $VROOT_TOKEN)."),
     ca: Path | None = typer.Option(None, "--ca", help="The server's operations CA (default: the system's CAs)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     wait: float = typer.Option(60.0, "--wait", min=0.0, help="Seconds to wait for the agent's answer."),
 ) -> None:
-    """Attest a host now and print its verdict and findings (exit 0 trusted, 1 untrusted)."""
+    """Attest a host or a VM now and print its verdict and findings (exit 0 trusted, 1 untrusted)."""
     from vroot.agent import ServerClient
     from vroot.errors import InvalidInput, Unavailable, VrootError
 
     token = token or os.environ.get("VROOT_TOKEN")
     if not token:
         raise InvalidInput("give the operator token with --token or $VROOT_TOKEN")
-    if ":" not in agent_id:
-        agent_id = f"host:{agent_id}"
+    agent_id = agent_id_of(agent_id)
     try:
         with ServerClient(server, ca_certificate=ca, token=token) as client:
             task = client.post(f"/v1/agents/{agent_id}/attestations")

@@ -95,12 +95,18 @@ def run(
         None, "--server", help="Also answer this RA server's tasks (after `vroot server enroll-host`)."
     ),
     ca: Path | None = typer.Option(None, "--ca", help="The RA server's operations CA (with --server)."),
+    simulate_guests: bool = typer.Option(
+        False, "--simulate-guests", help="With --server: also be the guest attester (vm:<uuid>) of each VM here."
+    ),
 ) -> None:
     """Run the host agent in the foreground (local API on DIR/agent.sock). Ctrl-C stops it."""
     import logging
 
+    from vroot.errors import InvalidInput
     from vroot.host.agent import HostAgent
 
+    if simulate_guests and server is None:
+        raise InvalidInput("--simulate-guests needs --server")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     agent = HostAgent.start(directory)
     loops = []
@@ -109,8 +115,10 @@ def run(
         if server is not None:
             from vroot.agent import start_host_loop
 
-            loops.append(start_host_loop(directory, server_url=server, ca_certificate=ca))
-        print(f"ready: {directory}" + (f" (tasks from {server})" if server else ""), flush=True)
+            loops.append(start_host_loop(directory, server_url=server, ca_certificate=ca,
+                                         simulate_guests=simulate_guests))  # fmt: skip
+        guests = " and its VMs' guest attesters" if server and simulate_guests else ""
+        print(f"ready: {directory}" + (f" (tasks from {server}{guests})" if server else ""), flush=True)
 
     try:
         agent.serve(check_interval=check_interval, on_ready=ready)

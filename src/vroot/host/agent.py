@@ -183,7 +183,37 @@ class HostAgent:
             return 200, self._protect(vm_uuid, action, body)
         if action == "certificate":
             return 200, {"der": base64.b64encode(m.vtm_paths(vm_uuid).vek_certificate.read_bytes()).decode()}
+        if action in ("attestation-key", "activate-credential", "guest-quote"):
+            return 200, self._guest(vm_uuid, action, body)
         raise NotFound(f"no such vTM action: {action}")
+
+    def _guest(self, vm_uuid: str, action: str, body: dict) -> dict:
+        """The guest attester of a simulated VM, on its vTM (`vroot.agent._guest_tm`; RA-1, RA-3): its
+        vAK (made once, persistent in the vTM; `{"new": true}` replaces it), credential activation with
+        it, and a quote with it over the server's nonce with the logs of the VM's last boot."""
+        from vroot.agent._guest_tm import guest_activate, guest_evidence, guest_identity
+
+        kind = self.manager.record(vm_uuid).kind
+        if action == "guest-quote":
+            try:
+                nonce = bytes.fromhex(_str(body, "nonce"))
+            except ValueError:
+                raise InvalidInput("nonce must be hex") from None
+            pcrs = body.get("pcrs")
+            if not 1 <= len(nonce) <= 64 or not isinstance(pcrs, list) or not 1 <= len(pcrs) <= 24 or not all(
+                type(i) is int and 0 <= i <= 23 for i in pcrs
+            ):
+                raise InvalidInput("a guest quote needs a 1-64 byte hex nonce and a list of PCR indices 0-23")
+            bank = HashAlg.from_bank(str(body.get("bank", "sha256")))
+            logs = self.manager.vtm_paths(vm_uuid).guest
+            boot, ima = (logs / "boot.tcg", logs / "ima.bin")
+        with self.manager.open_vtm(vm_uuid) as vtm:
+            if action == "attestation-key":
+                return guest_identity(vtm, kind=kind, new_vak=body.get("new") is True).to_json()
+            if action == "activate-credential":
+                secret = guest_activate(vtm, _b64(body, "credential_blob"), _b64(body, "encrypted_secret"), kind=kind)
+                return {"secret": base64.b64encode(secret).decode()}
+            return guest_evidence(vtm, nonce, {bank: sorted(set(pcrs))}, boot_log=_read(boot), ima_log=_read(ima))
 
     def _protect(self, vm_uuid: str, action: str, body: dict) -> dict:
         """Guest data protection on the vTM (DP-1, DP-2), as software in the VM would use it."""
@@ -287,6 +317,13 @@ def _b64(body: dict, key: str) -> bytes:
         return base64.b64decode(_str(body, key), validate=True)
     except ValueError:
         raise InvalidInput(f"{key!r} must be base64") from None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def _str(body: dict, key: str) -> str:

@@ -29,13 +29,14 @@ Proves, for a "trusted" result: the enrolled AK signed, over this server's fresh
 that the boot, IMA and vTM-launch logs replay to, and those logs satisfy the group's policy.
 Does not prove: anything about the host after the quote (attest again), or about its VMs (deep
 attestation). The bundle's `host_id` and `ak_public` are not used: the enrolled AK identifies it.
+
+`judge_host` is also how a host's answer to a `deep-quote` task is judged (`_deep`): the same
+checks, with the batch's Merkle root as the challenge instead of a stored nonce.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,50 +44,32 @@ from typing import Any
 
 from cryptography import x509
 
-from vroot import __version__
 from vroot import errors as E
 from vroot.attestation import UnverifiedHostEvidence, VerifiedHostEvidence, verify_host_evidence
-from vroot.attestation.ear import ear_claims, sign_ear
-from vroot.baseline import Appraisal, AppraisalInput, appraisal_input_from_host_evidence, appraise
-from vroot.pca import verify_ak_certificate
-from vroot.server._imastate import ImaStates
-from vroot.server._library import Library, ResolvedPolicy
+from vroot.attestation.ear import Tier
+from vroot.baseline import appraisal_input_from_host_evidence
+from vroot.server._judge import Judge, Judged
+from vroot.server._library import Library
 from vroot.server._services import Services
-from vroot.server._verdict import (
-    ClockRegressed,
-    agent_failed_finding,
-    appraisal_vector,
-    failure_finding,
-    failure_vector,
-    policy_missing_finding,
-)
-from vroot.store import (
-    AgentKind,
-    AgentRecord,
-    AgentState,
-    NewResult,
-    ResultRecord,
-    TaskRecord,
-    TaskState,
-    Verdict,
-)
-from vroot.tpm2 import parse_public
+from vroot.server._verdict import failure_finding, finding_json
+from vroot.store import AgentKind, AgentRecord, AgentState, ResultRecord, TaskRecord, TaskState, Verdict
 
-__all__ = ["ATTEST", "Attestations"]
+__all__ = ["ATTEST", "Attestations", "host_evidence", "payload_expired", "task_nonce"]
 
-log = logging.getLogger("vroot.server")
 ATTEST = "attest"  # task kind, task key (one open attest task per agent) and nonce purpose
-NO_POLICY = "none"
-COUNTER_SCAN = 20
 
 
 @dataclass(slots=True)
-class _Progress:
+class Progress:
+    """How far verification got before it stopped (the AR4SI vector of a failure says it)."""
+
     identity_verified: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _Verified:
+class VerifiedHost:
+    """A host's evidence that passed every check of the module docstring (2-5)."""
+
     agent: AgentRecord
     evidence: VerifiedHostEvidence
     issued_at: datetime
@@ -94,15 +77,16 @@ class _Verified:
     digest: bytes
 
 
-def _challenge(task: TaskRecord) -> bytes:
+def task_nonce(task: TaskRecord) -> bytes:
+    """The challenge a server task carries (its payload's hex `nonce` or `qualifying_data`)."""
     payload = task.payload if isinstance(task.payload, Mapping) else {}
     try:
-        return bytes.fromhex(str(payload.get("nonce", "")))
+        return bytes.fromhex(str(payload.get("nonce", payload.get("qualifying_data", ""))))
     except ValueError:
         return b""
 
 
-def _expired(task: TaskRecord, now: datetime) -> bool:
+def payload_expired(task: TaskRecord, now: datetime) -> bool:
     payload = task.payload if isinstance(task.payload, Mapping) else {}
     try:
         return datetime.fromisoformat(str(payload.get("expires_at"))) <= now
@@ -110,42 +94,45 @@ def _expired(task: TaskRecord, now: datetime) -> bool:
         return True
 
 
-def _evidence(result: Any) -> UnverifiedHostEvidence:
+def host_evidence(result: Any) -> UnverifiedHostEvidence:
+    """The host evidence bundle of an `attest` or `deep-quote` task result."""
     if not isinstance(result, Mapping) or set(result) != {"evidence"}:
-        raise E.InvalidInput('an attest result is {"evidence": <host evidence bundle>}')
+        raise E.InvalidInput('a host result is {"evidence": <host evidence bundle>}')
     return UnverifiedHostEvidence.from_json(result["evidence"])
 
 
 class Attestations:
     """Challenges, verifies, appraises and records host attestations. Raises only `vroot.errors`."""
 
-    def __init__(self, services: Services, library: Library, *, nonce_ttl: timedelta) -> None:
+    def __init__(self, services: Services, library: Library, *, nonce_ttl: timedelta, judge: Judge | None = None) -> None:
         self._s = services
         self._store = services.store
-        self._library = library
         self._ttl = nonce_ttl
-        self._ima = ImaStates(services.store, result_key=services.keys.result_signing_key.public_key(),
-                              clock=services.clock)  # fmt: skip
-        self._build = f"vroot {__version__}"
+        self.judge = judge or Judge(services, library)
 
     # -- challenge ----------------------------------------------------------------------------------
 
     def request(self, agent_id: str) -> TaskRecord:
         """Queue an `attest` task with a fresh nonce for active host `agent_id` (RA-2). An open one
         is returned instead (the task key allows one per agent), unless it is still queued with an
-        expired nonce: that one is cancelled and replaced. NotFound, InvalidInput (a guest),
-        Conflict (not active)."""
+        expired nonce: that one is cancelled and replaced. NotFound, InvalidInput (a guest: see
+        `DeepAttestations`), Conflict (not active)."""
         agent = self._store.agents.get(agent_id)
         if agent.kind is not AgentKind.HOST:
             raise E.InvalidInput(f"{agent_id} is a guest: VMs are attested through their host's deep quote")
+        return self.challenge(agent)
+
+    def challenge(self, agent: AgentRecord, **payload: Any) -> TaskRecord:
+        """Queue (or return the open) `attest` task of an active agent, with a fresh nonce and
+        `payload` (the selection a guest quotes)."""
         if agent.state is not AgentState.ACTIVE:
-            raise E.Conflict(f"agent {agent_id} is {agent.state.value}; only active agents are attested")
+            raise E.Conflict(f"agent {agent.id} is {agent.state.value}; only active agents are attested")
         for _ in range(2):
             now = self._s.clock()
-            nonce = self._store.nonces.issue(agent_id=agent_id, purpose=ATTEST, now=now, ttl=self._ttl, rng=self._s.rng)
-            payload = {"nonce": nonce.hex(), "expires_at": (now + self._ttl).isoformat()}
-            task = self._store.tasks.enqueue(agent_id=agent_id, kind=ATTEST, payload=payload, key=ATTEST, now=now)
-            if task.state is not TaskState.QUEUED or not _expired(task, now):
+            nonce = self._store.nonces.issue(agent_id=agent.id, purpose=ATTEST, now=now, ttl=self._ttl, rng=self._s.rng)
+            body = {"nonce": nonce.hex(), "expires_at": (now + self._ttl).isoformat(), **payload}
+            task = self._store.tasks.enqueue(agent_id=agent.id, kind=ATTEST, payload=body, key=ATTEST, now=now)
+            if task.state is not TaskState.QUEUED or not payload_expired(task, now):
                 return task
             try:
                 self._store.tasks.cancel(task.id, reason="its nonce expired before the agent took it", now=now)
@@ -163,28 +150,37 @@ class Attestations:
 
     # -- evidence -----------------------------------------------------------------------------------
 
+    def held(self, agent_id: str, task_id: int, kind: str) -> TaskRecord:
+        """Task `task_id` of kind `kind`, if `agent_id` holds its lease: NotFound / Conflict otherwise."""
+        task = self._store.tasks.get(task_id)
+        if task.agent_id != agent_id or task.kind != kind:
+            raise E.NotFound(f"agent {agent_id} has no {kind} task {task_id}")
+        if task.state is not TaskState.LEASED or task.lease_owner != agent_id:
+            raise E.Conflict(f"task {task_id} is {task.state.value}, not leased to {agent_id}")
+        return task
+
     def accept(self, agent_id: str, task_id: int, *, ok: bool, result: Any) -> tuple[TaskRecord, ResultRecord]:
         """Judge what the agent posted for its attest task and record the result (module docstring).
         Raises only for a task that is not the agent's to finish, or a store that does not answer."""
-        task = self._store.tasks.get(task_id)
-        if task.agent_id != agent_id or task.kind != ATTEST:
-            raise E.NotFound(f"agent {agent_id} has no attest task {task_id}")
-        if task.state is not TaskState.LEASED or task.lease_owner != agent_id:
-            raise E.Conflict(f"task {task_id} is {task.state.value}, not leased to {agent_id}")
-        challenge, now = _challenge(task), self._s.clock()
+        task = self.held(agent_id, task_id, ATTEST)
+        challenge, now = task_nonce(task), self._s.clock()
         if ok:
-            recorded = self._judge(agent_id, challenge, result, now)
+            recorded = self.judge_host(agent_id, challenge, result, now)[0]
         else:
-            self._burn(challenge, agent_id, now)
-            recorded = self._record(agent_id, verdict=Verdict.ERROR, findings=(agent_failed_finding(result),),
-                                    vector={}, nonce=challenge, now=now)  # fmt: skip
-        summary = {"result_id": recorded.id, "verdict": recorded.verdict.value}
+            self.burn(challenge, agent_id, now)
+            recorded = self.judge.record(agent_id, Judged.agent_failed(result), nonce=challenge, now=now)
+        return self.finish(task, ok=ok, recorded=recorded), recorded
+
+    def finish(self, task: TaskRecord, *, ok: bool, recorded: ResultRecord, **more: Any) -> TaskRecord:
+        """Finish a server task with the summary of the result it produced."""
+        summary = {"result_id": recorded.id, "verdict": recorded.verdict.value, **more}
         finish = self._store.tasks.complete if ok else self._store.tasks.fail
-        return finish(task_id, owner=agent_id, result=summary, now=self._s.clock()), recorded
+        return finish(task.id, owner=task.agent_id, result=summary, now=self._s.clock())
 
     def revoke(self, agent_id: str, *, reason: str) -> AgentRecord:
         """Revoke the agent with its AK certificate, and record an "untrusted" result saying so, so
-        the revocation changes its verdict (and publishes the change) at once."""
+        the revocation changes its verdict (and publishes the change) at once; a host's guests get
+        one too (`host.attestation.revoked`): nothing on a revoked host is trusted."""
         agent = self._store.agents.get(agent_id)
         serials: tuple[int, ...] = ()
         if agent.ak_certificate:
@@ -195,129 +191,60 @@ class Attestations:
         now = self._s.clock()
         revoked = self._store.agents.revoke(agent_id, reason=reason, now=now, serials=serials)
         exc = E.Revoked(f"agent {agent_id} was revoked ({reason})")
-        self._record(agent_id, verdict=Verdict.UNTRUSTED, findings=(failure_finding(exc),),
-                     vector=failure_vector(exc, identity_verified=False), nonce=b"", now=now)  # fmt: skip
+        self.judge.record(agent_id, Judged.failure(exc, identity_verified=False), nonce=b"", now=now)
+        if agent.kind is AgentKind.HOST:
+            host = failure_finding(exc)
+            finding = finding_json("host." + host["id"], message=f"its host {agent_id}: {host['message']}",
+                                   seen=agent_id)  # fmt: skip
+            for guest in self._store.agents.list(kind=AgentKind.GUEST, host_id=agent_id, state=AgentState.ACTIVE):
+                self.judge.record(guest.id, Judged(verdict=Verdict.UNTRUSTED, findings=(finding,),
+                                                   vector={"hardware": Tier.CONTRAINDICATED}), nonce=b"", now=now)  # fmt: skip
         return revoked
 
-    def _burn(self, nonce: bytes, agent_id: str, now: datetime) -> None:
+    def burn(self, nonce: bytes, agent_id: str, now: datetime) -> None:
+        """Use up a challenge whatever happens, so it can never be answered later."""
         try:
             self._store.nonces.consume(nonce, agent_id=agent_id, purpose=ATTEST, now=now)
         except E.NonceInvalid:
             pass
 
-    def _judge(self, agent_id: str, challenge: bytes, result: Any, now: datetime) -> ResultRecord:
-        progress = _Progress()
+    def judge_host(self, agent_id: str, challenge: bytes, result: Any, now: datetime, *,
+                   issued: tuple[datetime, datetime] | None = None) -> tuple[ResultRecord, Judged, VerifiedHostEvidence | None]:  # fmt: skip
+        """Verify, appraise and record a host's answer to `challenge`: a stored nonce, consumed here, or
+        with `issued` (when it was made, when it expires) the Merkle root of a deep quote, which its
+        task carries (single use: the task is finished once). Returns the result, its outcome and,
+        when every check passed, the verified evidence (for the VMs it vouches for)."""
+        progress = Progress()
         try:
-            verified = self._verify(agent_id, challenge, result, now, progress)
-            return self._appraise(verified, challenge, now)
+            verified = self._verify(agent_id, challenge, result, now, progress, issued=issued)
         except (E.VerificationError, E.InvalidInput) as exc:
-            return self._record(agent_id, verdict=Verdict.UNTRUSTED, findings=(failure_finding(exc),),
-                                vector=failure_vector(exc, identity_verified=progress.identity_verified),
-                                nonce=challenge, now=now)  # fmt: skip
+            judged = Judged.failure(exc, identity_verified=progress.identity_verified)
+            return self.judge.record(agent_id, judged, nonce=challenge, now=now), judged, None
+        full = appraisal_input_from_host_evidence(verified.evidence, time=verified.issued_at)
+        judged = self.judge.appraise(verified.agent, full, quote=verified.evidence.quote, digest=verified.digest,
+                                     rebooted=verified.rebooted, now=now)  # fmt: skip
+        return self.judge.record(agent_id, judged, nonce=challenge, now=now), judged, verified.evidence
 
-    def _verify(self, agent_id: str, challenge: bytes, result: Any, now: datetime, progress: _Progress) -> _Verified:
+    def _verify(self, agent_id: str, challenge: bytes, result: Any, now: datetime, progress: Progress, *,
+                issued: tuple[datetime, datetime] | None) -> VerifiedHost:  # fmt: skip
         claimed = None
+        consume = issued is None
+        issued_at = now if issued is None else issued[0]
         try:
-            evidence = _evidence(result)
+            evidence = host_evidence(result)
             claimed = evidence.qualifying_data
-            nonce = self._store.nonces.consume(claimed, agent_id=agent_id, purpose=ATTEST, now=now)
+            if consume:
+                issued_at = self._store.nonces.consume(claimed, agent_id=agent_id, purpose=ATTEST, now=now).issued_at
         finally:
-            if claimed != challenge:
-                self._burn(challenge, agent_id, now)
+            if consume and claimed != challenge:
+                self.burn(challenge, agent_id, now)
+        if issued is not None and issued[1] <= now:
+            raise E.NonceExpired(f"the deep quote of {agent_id} was due by {issued[1].isoformat()}")
         if claimed != challenge:
-            raise E.NonceMismatch(f"the evidence answers nonce {claimed.hex()[:16]}…, not this task's")
-        agent = self._store.agents.get(agent_id)
-        if agent.state is not AgentState.ACTIVE:
-            raise E.Revoked(f"agent {agent_id} is {agent.state.value}")
-        if not agent.ak_public or not agent.ak_certificate:
-            raise E.CertificateInvalid(f"agent {agent_id} has no AK certificate")
-        ak = parse_public(agent.ak_public)
-        cert = verify_ak_certificate(agent.ak_certificate, pca_certificate=self._s.keys.pca.certificate, ak_public=ak,
-                                     now=now)  # fmt: skip
-        if cert.agent_id != agent_id:
-            raise E.CertificateInvalid(f"the AK certificate of {agent_id} names {cert.agent_id}")
-        revocation = self._store.revocations.find(cert.serial)
-        if revocation is not None:
-            raise E.Revoked(f"the AK certificate of {agent_id} (serial 0x{cert.serial:x}) was revoked at "
-                            f"{revocation.revoked_at.isoformat()} ({revocation.reason or 'no reason'})")  # fmt: skip
+            raise E.NonceMismatch(f"the evidence answers {claimed.hex()[:16]}…, not this task's challenge")
+        agent, ak = self.judge.identity(agent_id, now=now)
         progress.identity_verified = True
         verified = verify_host_evidence(evidence, qualifying_data=challenge, ak=ak)
-        rebooted = self._check_counters(agent_id, verified)
+        rebooted = self.judge.counters(agent_id, verified.quote)
         digest = hashlib.sha256(evidence.quote_attest + evidence.quote_signature).digest()
-        return _Verified(agent=agent, evidence=verified, issued_at=nonce.issued_at, rebooted=rebooted, digest=digest)
-
-    def _check_counters(self, agent_id: str, verified: VerifiedHostEvidence) -> bool:
-        """True if the TM was reset since the previous result; ClockRegressed if its clock went back
-        while neither counter moved."""
-        quote = verified.quote
-        for previous in self._store.results.history(agent_id, limit=COUNTER_SCAN):
-            if previous.reset_count is None:
-                continue
-            if previous.reset_count != quote.reset_count:
-                return True
-            if previous.restart_count == quote.restart_count and previous.clock is not None and quote.clock < previous.clock:
-                raise ClockRegressed(f"TPM clock {quote.clock} ms is behind the previous quote's {previous.clock} ms "
-                                     f"with reset count {quote.reset_count} and restart count {quote.restart_count} "
-                                     "unchanged")  # fmt: skip
-            return False
-        return False
-
-    # -- appraisal ----------------------------------------------------------------------------------
-
-    def _appraise(self, v: _Verified, challenge: bytes, now: datetime) -> ResultRecord:
-        agent_id, quote = v.agent.id, v.evidence.quote
-        facts = {"pcrs": {alg.bank: dict(values) for alg, values in v.evidence.pcrs.items()},
-                 "evidence_digest": v.digest, "clock": quote.clock, "reset_count": quote.reset_count,
-                 "restart_count": quote.restart_count}  # fmt: skip
-        counters = {"reset_count": quote.reset_count, "restart_count": quote.restart_count, "rebooted": v.rebooted}
-        try:
-            resolved = self._library.resolve(v.agent.group)
-        except E.NotFound as exc:
-            return self._record(agent_id, verdict=Verdict.ERROR, findings=(policy_missing_finding(v.agent.group, str(exc)),),
-                                vector={}, nonce=challenge, now=now, extra=counters, **facts)  # fmt: skip
-        stored = self._ima.load(agent_id, reset_count=quote.reset_count, policy_id=resolved.policy_id)
-        full = appraisal_input_from_host_evidence(v.evidence, time=v.issued_at)
-        appraisal, start = self._run_appraisal(full, resolved, stored.state, now)
-        state = appraisal.ima_state
-        extra: dict[str, Any] = dict(counters)
-        if state is not None:
-            extra["ima"] = {"entries_seen": state.entries_seen, "new_entries": state.entries_seen - start}
-        recorded = self._record(
-            agent_id, verdict=Verdict(appraisal.verdict), findings=tuple(f.to_json() for f in appraisal.findings),
-            vector=appraisal_vector(appraisal.findings, policy=resolved.policy), nonce=challenge, now=now,
-            policy_id=resolved.policy_id, extra=extra, **facts,
-        )  # fmt: skip
-        self._ima.save(agent_id, state, reset_count=quote.reset_count, version=stored.version)
-        return recorded
-
-    def _run_appraisal(self, full: AppraisalInput, resolved: ResolvedPolicy, state: Any,
-                       now: datetime) -> tuple[Appraisal, int]:  # fmt: skip
-        """(appraisal, entries it started after): from the stored IMA state when it still fits the
-        quote, else from the first entry of the boot."""
-        entries = full.ima_entries
-        kw = {"baseline": resolved.baseline, "policy": resolved.policy, "now": now}
-        if state is not None and entries is not None and state.entries_seen <= len(entries):
-            delta = dataclasses.replace(full, ima_entries=entries[state.entries_seen :])
-            try:
-                return appraise(evidence=delta, ima_state=state, **kw), state.entries_seen
-            except E.ReplayMismatch as exc:
-                log.info("stored IMA state does not fit the quote (%s); appraising the whole list", exc.diagnostics())
-        return appraise(evidence=full, **kw), 0
-
-    # -- the result ---------------------------------------------------------------------------------
-
-    def _record(self, agent_id: str, *, verdict: Verdict, findings: tuple[dict[str, Any], ...],
-                vector: Mapping[str, int], nonce: bytes, now: datetime, policy_id: str = NO_POLICY,
-                extra: Mapping[str, Any] | None = None, pcrs: Mapping[str, Mapping[int, bytes]] | None = None,
-                evidence_digest: bytes | None = None, clock: int | None = None, reset_count: int | None = None,
-                restart_count: int | None = None) -> ResultRecord:  # fmt: skip
-        """Sign the EAR and store the result (which publishes "verdict.changed" when it changed)."""
-        ids = sorted({str(f.get("id")) for f in findings})
-        claims = ear_claims(subject=agent_id, vector=vector, nonce=nonce, policy_id=policy_id, now=now,
-                            verifier_build=self._build,
-                            extra={"verdict": verdict.value, "finding_ids": ids, **(extra or {})})  # fmt: skip
-        token = sign_ear(claims, key=self._s.keys.result_signing_key)
-        result = NewResult(agent_id=agent_id, verdict=verdict, findings=findings, pcrs=pcrs or {},
-                           evidence_digest=evidence_digest, clock=clock, reset_count=reset_count,
-                           restart_count=restart_count, signed=token)  # fmt: skip
-        return self._store.results.record(result, now=now).result
+        return VerifiedHost(agent=agent, evidence=verified, issued_at=issued_at, rebooted=rebooted, digest=digest)

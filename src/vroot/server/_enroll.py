@@ -22,6 +22,7 @@ already enrolled keeps its name against another EK (Conflict). Operator approval
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,8 +32,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from vroot.errors import Conflict, InvalidInput
 from vroot.pca import (
+    EnrollmentChallenge,
     EnrollmentKind,
     PendingEnrollment,
+    VerifiedEnrollment,
     begin_enrollment,
     complete_enrollment,
     enrolled_host,
@@ -40,7 +43,7 @@ from vroot.pca import (
     issue_client_certificate,
 )
 from vroot.server._services import Services
-from vroot.store import AgentKind, AgentRecord, EnrollmentRecord
+from vroot.store import AgentKind, AgentRecord, EnrollmentRecord, Store
 from vroot.tpm2 import parse_public
 
 __all__ = [
@@ -139,37 +142,9 @@ class Enrollments:
             host_id=claim.host_id,
         )
         store = self._s.store
-        existing = store.agents.find(agent_id)
-        if existing is None:
-            try:
-                existing = store.agents.add(
-                    AgentRecord(id=agent_id, kind=AgentKind.HOST, ek_public=pending.ek_public,
-                                ek_certificate=pending.ek_certificate, created_at=now)
-                )  # fmt: skip
-            except Conflict:  # a concurrent begin of the same host: check it like an existing one
-                existing = store.agents.get(agent_id)
-        if existing.kind is not AgentKind.HOST:
-            raise Conflict(f"agent {agent_id} is a guest")
-        if parse_public(existing.ek_public).name() != pending.ek_name:
-            raise Conflict(f"agent {agent_id} is already registered with another EK")
-        store.enrollments.begin(
-            EnrollmentRecord(
-                agent_id=agent_id,
-                ak_public=pending.ak_public,
-                secret_digest=pending.secret_digest,
-                credential_blob=challenge.credential_blob,
-                encrypted_secret=challenge.encrypted_secret,
-                created_at=now,
-                expires_at=challenge.expires_at,
-            )
-        )
-        return HostChallenge(
-            agent_id=agent_id,
-            enrollment_id=challenge.enrollment_id,
-            credential_blob=challenge.credential_blob,
-            encrypted_secret=challenge.encrypted_secret,
-            expires_at=challenge.expires_at,
-        )
+        register(store, AgentRecord(id=agent_id, kind=AgentKind.HOST, ek_public=pending.ek_public,
+                                    ek_certificate=pending.ek_certificate, created_at=now), ek_name=pending.ek_name)  # fmt: skip
+        return challenge_agent(store, agent_id, challenge, pending, now=now)
 
     def activate(self, answer: HostActivation) -> EnrolledAgent:
         """Finish: NotFound (no challenge in progress: never begun, or already answered), NonceExpired
@@ -184,19 +159,8 @@ class Enrollments:
             raise InvalidInput(f"agent {agent.id} is not a host")
         now = s.clock()
         record = s.store.enrollments.take(agent.id, now=now)
-        pending = PendingEnrollment(
-            enrollment_id=answer.enrollment_id,
-            kind=EnrollmentKind.HOST,
-            ak_public=record.ak_public,
-            ak_name=parse_public(record.ak_public).name(),
-            ek_public=agent.ek_public,
-            ek_name=parse_public(agent.ek_public).name(),
-            ek_certificate=agent.ek_certificate or b"",
-            secret_digest=record.secret_digest,
-            issued_at=record.created_at,
-            expires_at=record.expires_at,
-            host_id=agent.id.removeprefix(HOST_PREFIX),
-        )
+        pending = pending_of(agent, record, answer.enrollment_id, kind=EnrollmentKind.HOST,
+                             host_id=agent.id.removeprefix(HOST_PREFIX))  # fmt: skip
         verified = complete_enrollment(pending, activated_secret=answer.secret, now=now)
         host = enrolled_host(
             verified,
@@ -204,14 +168,9 @@ class Enrollments:
             manager_certify_attest=answer.manager_certify_attest,
             manager_certify_signature=answer.manager_certify_signature,
         )
-        ak_certificate = issue_ak_certificate(
-            pca=s.keys.pca, ak_public=verified.ak, agent_id=agent.id, ek_name=verified.ek_name,
-            virtual=False, now=now, serial=s.serial(), validity_days=self._days,
-        )  # fmt: skip
-        client_certificate = issue_client_certificate(
-            ops_ca=s.keys.ops, agent_id=agent.id, public_key=answer.client_public_key, now=now,
-            serial=s.serial(), validity_days=self._days,
-        )  # fmt: skip
+        ak_certificate, client_certificate = issue_certificates(s, verified, agent_id=agent.id, now=now,
+                                                                client_public_key=answer.client_public_key,
+                                                                days=self._days)  # fmt: skip
         # Activate first: if storing the manager key then failed, the new AK would not verify the old
         # manager certification, so vTM enrollment fails closed.
         s.store.agents.activate(
@@ -227,10 +186,57 @@ class Enrollments:
             certify_info=host.manager_certify_attest,
             certify_signature=host.manager_certify_signature,
         )
-        return EnrolledAgent(
-            agent=active,
-            ak_certificate=ak_certificate,
-            client_certificate=client_certificate,
-            ops_ca_certificate=s.keys.ops.certificate,
-            pca_certificate=s.keys.pca.certificate,
-        )
+        return EnrolledAgent(agent=active, ak_certificate=ak_certificate, client_certificate=client_certificate,
+                             ops_ca_certificate=s.keys.ops.certificate, pca_certificate=s.keys.pca.certificate)  # fmt: skip
+
+
+def register(store: Store, record: AgentRecord, *, ek_name: bytes) -> AgentRecord:
+    """The agent `record` describes: added if it is new, else the stored one, which must be of the
+    same kind and (v)EK (Conflict otherwise: an enrolled agent keeps its name)."""
+    existing = store.agents.find(record.id)
+    if existing is None:
+        try:
+            existing = store.agents.add(record)
+        except Conflict:  # a concurrent begin of the same agent: check it like an existing one
+            existing = store.agents.get(record.id)
+    if existing.kind is not record.kind:
+        raise Conflict(f"agent {record.id} is a {existing.kind.value}")
+    if parse_public(existing.ek_public).name() != ek_name:
+        raise Conflict(f"agent {record.id} is already registered with another EK")
+    return existing
+
+
+def challenge_agent(store: Store, agent_id: str, challenge: EnrollmentChallenge, pending: PendingEnrollment, *,
+                    now: datetime) -> HostChallenge:  # fmt: skip
+    """Keep what the answer is checked against (never the secret) and return the challenge."""
+    store.enrollments.begin(EnrollmentRecord(
+        agent_id=agent_id, ak_public=pending.ak_public, secret_digest=pending.secret_digest,
+        credential_blob=challenge.credential_blob, encrypted_secret=challenge.encrypted_secret, created_at=now,
+        expires_at=challenge.expires_at,
+    ))  # fmt: skip
+    return HostChallenge(agent_id=agent_id, enrollment_id=challenge.enrollment_id,
+                         credential_blob=challenge.credential_blob, encrypted_secret=challenge.encrypted_secret,
+                         expires_at=challenge.expires_at)  # fmt: skip
+
+
+def pending_of(agent: AgentRecord, record: EnrollmentRecord, enrollment_id: str, *, kind: EnrollmentKind,
+               host_id: str, vm_uuid: uuid.UUID | None = None) -> PendingEnrollment:  # fmt: skip
+    """The PCA's pending enrollment rebuilt from the agent and its taken challenge."""
+    return PendingEnrollment(
+        enrollment_id=enrollment_id, kind=kind, ak_public=record.ak_public, ak_name=parse_public(record.ak_public).name(),
+        ek_public=agent.ek_public, ek_name=parse_public(agent.ek_public).name(), ek_certificate=agent.ek_certificate or b"",
+        secret_digest=record.secret_digest, issued_at=record.created_at, expires_at=record.expires_at, host_id=host_id,
+        vm_uuid=vm_uuid,
+    )  # fmt: skip
+
+
+def issue_certificates(s: Services, verified: VerifiedEnrollment, *, agent_id: str, client_public_key: Any,
+                       days: int, now: datetime) -> tuple[x509.Certificate, x509.Certificate]:  # fmt: skip
+    """The PCA's AK certificate (marked virtual for a vAK) and the operations CA's client certificate."""
+    ak_certificate = issue_ak_certificate(
+        pca=s.keys.pca, ak_public=verified.ak, agent_id=agent_id, ek_name=verified.ek_name, virtual=verified.virtual,
+        now=now, serial=s.serial(), validity_days=days,
+    )  # fmt: skip
+    client_certificate = issue_client_certificate(ops_ca=s.keys.ops, agent_id=agent_id, public_key=client_public_key,
+                                                  now=now, serial=s.serial(), validity_days=days)  # fmt: skip
+    return ak_certificate, client_certificate

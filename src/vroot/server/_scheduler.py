@@ -1,5 +1,7 @@
-"""Continuous attestation (RA-6): every active host whose group has a policy is attested at least
-every `attestation_interval` (the server setting; the policy manifest has no interval field yet).
+"""Continuous attestation (RA-6): every active host, and every active guest (VM) on an active host,
+whose group has a policy is attested at least every `attestation_interval` (the server setting;
+the policy manifest has no interval field yet). The VMs of one host are asked in the same tick, so
+their answers come together and share one host deep quote (`_deep`).
 
 A thread wakes every `scheduler_interval_seconds` and asks the store which hosts are due: active
 hosts of a group with a policy whose latest result is missing or older than the interval. For each
@@ -11,7 +13,8 @@ the only memory here (which agents this replica asked for lately) just saves non
 that is due but still has its task open is not asked again until an interval has passed.
 
 Once per interval the scheduler also deletes nonces that expired more than an hour ago (a purged
-nonce that comes back reads as unknown, and is still refused).
+nonce that comes back reads as unknown, and is still refused). Every tick it also gives up on
+deep quotes their hosts did not take in time (`DeepAttestations.expire`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from datetime import datetime, timedelta
 
 from vroot.errors import Conflict, NotFound, Unavailable, VrootError
 from vroot.server._attest import Attestations
+from vroot.server._deep import DeepAttestations
+from vroot.server._guests import GUEST_PREFIX
 from vroot.server._threads import ServiceThread
 from vroot.store import AgentKind, AgentState, Store
 
@@ -38,10 +43,11 @@ class Scheduler(ServiceThread):
     thread_name = "vroot-scheduler"
 
     def __init__(self, store: Store, attestations: Attestations, *, interval: timedelta, tick_seconds: float,
-                 clock: Callable[[], datetime]) -> None:  # fmt: skip
+                 clock: Callable[[], datetime], deep: DeepAttestations | None = None) -> None:  # fmt: skip
         super().__init__()
         self._store = store
         self._attestations = attestations
+        self._deep = deep
         self._interval = interval
         self._tick = tick_seconds
         self._clock = clock
@@ -49,14 +55,18 @@ class Scheduler(ServiceThread):
         self._last_purge = 0.0
 
     def due(self) -> list[str]:
-        """Active hosts with a policy whose latest result is missing or older than the interval."""
+        """Active hosts, and guests on active hosts, with a policy whose latest result is missing or
+        older than the interval (guests only when deep attestation is wired in)."""
         groups = {p.group for p in self._store.policies.list()}
         if not groups:
             return []
-        hosts = [a for a in self._store.agents.list(kind=AgentKind.HOST, state=AgentState.ACTIVE) if a.group in groups]
-        latest = self._store.results.latest_for(a.id for a in hosts)
+        active = self._store.agents.list(state=AgentState.ACTIVE)
+        hosts = {a.id for a in active if a.kind is AgentKind.HOST}
+        agents = [a for a in active if a.group in groups and (a.kind is AgentKind.HOST or (
+            self._deep is not None and a.host_id in hosts))]  # fmt: skip
+        latest = self._store.results.latest_for(a.id for a in agents)
         cutoff = self._clock() - self._interval
-        return [a.id for a in hosts if a.id not in latest or latest[a.id].created_at <= cutoff]
+        return [a.id for a in agents if a.id not in latest or latest[a.id].created_at <= cutoff]
 
     def tick(self) -> list[str]:
         """Request an attestation of every due host not asked for lately; the agents asked."""
@@ -67,7 +77,10 @@ class Scheduler(ServiceThread):
             if now - self._asked.get(agent_id, -wait) < wait:
                 continue
             try:
-                self._attestations.request(agent_id)
+                if agent_id.startswith(GUEST_PREFIX) and self._deep is not None:
+                    self._deep.request(agent_id)
+                else:
+                    self._attestations.request(agent_id)
             except (Conflict, NotFound) as exc:  # revoked or deleted meanwhile
                 log.info("not attesting %s: %s", agent_id, exc.diagnostics())
                 continue
@@ -75,6 +88,8 @@ class Scheduler(ServiceThread):
             asked.append(agent_id)
         for agent_id in [a for a, t in self._asked.items() if now - t >= wait]:
             del self._asked[agent_id]
+        if self._deep is not None:
+            self._deep.expire()
         if now - self._last_purge >= wait:
             self._last_purge = now
             self._store.nonces.purge(before=self._clock() - NONCE_GRACE)

@@ -14,6 +14,7 @@
     scheduler_interval_seconds = 5.0          # continuous attestation's check; 0 turns it off
     event_keepalive_seconds = 15.0            # comment lines on idle event streams
     webhook_timeout_seconds = 10.0
+    deep_batch_seconds = 1.0                  # how long a VM's evidence waits for others of its host
     operator_token_sha256 = "<64 hex digits>"  # the hash only; the token itself is never stored
 
 Every option can be overridden by the environment as `VROOT_SERVER_<OPTION>` (upper case, e.g.
@@ -88,6 +89,7 @@ class Settings:
     scheduler_interval_seconds: float = 5.0
     event_keepalive_seconds: float = 15.0
     webhook_timeout_seconds: float = 10.0
+    deep_batch_seconds: float = 1.0
     operator_token_sha256: bytes = field(repr=False, default=b"")
 
     def __post_init__(self) -> None:
@@ -131,6 +133,7 @@ class _ServerFile(BaseModel):
     scheduler_interval_seconds: float = Field(5.0, ge=0, le=3600)
     event_keepalive_seconds: float = Field(15.0, gt=0, le=300)
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    deep_batch_seconds: float = Field(1.0, ge=0, le=60)
     operator_token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
     def to_domain(self, directory: Path) -> Settings:
@@ -153,6 +156,7 @@ class _ServerFile(BaseModel):
             scheduler_interval_seconds=self.scheduler_interval_seconds,
             event_keepalive_seconds=self.event_keepalive_seconds,
             webhook_timeout_seconds=self.webhook_timeout_seconds,
+            deep_batch_seconds=self.deep_batch_seconds,
             operator_token_sha256=bytes.fromhex(self.operator_token_sha256),
         )
 

@@ -31,7 +31,7 @@ __all__ = ["TaskService", "TaskWaker", "long_poll"]
 
 log = logging.getLogger("vroot.server")
 MAX_KIND = 64
-SERVER_KINDS = frozenset({"attest"})  # queued by the server's own services, with their nonces
+SERVER_KINDS = frozenset({"attest", "deep-quote"})  # queued by the server's own services, with their nonces
 
 
 class TaskService:

@@ -1,7 +1,8 @@
 """`create_app(settings, services)`: the FastAPI application, assembled from its parts up front.
 
-Nothing is global or made at import: each call builds its own services (enrollments, tasks, the
-baseline library, attestations, webhooks, the agent authenticator, the request counter) around
+Nothing is global or made at import: each call builds its own services (host and guest
+enrollments, tasks, the baseline library, host and deep attestations, webhooks, the agent
+authenticator, the request counter) around
 what it is given. Its three threads, the waker (long-polls and event streams), the attestation
 scheduler and the webhook deliverer, run only between the app's startup and shutdown (lifespan).
 """
@@ -19,7 +20,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vroot import __version__
 from vroot.server._attest import Attestations
 from vroot.server._auth import AgentAuthenticator
+from vroot.server._deep import DeepAttestations
 from vroot.server._enroll import Enrollments
+from vroot.server._guests import GuestEnrollments
 from vroot.server._library import Library
 from vroot.server._scheduler import Scheduler
 from vroot.server._services import Services
@@ -48,12 +51,14 @@ class AppContext:
     settings: Settings
     services: Services
     enrollments: Enrollments
+    guests: GuestEnrollments
     tasks: TaskService
     waker: TaskWaker
     authenticator: AgentAuthenticator
     counts: RequestCounts
     library: Library
     attestations: Attestations
+    deep: DeepAttestations
     scheduler: Scheduler
     webhooks: Webhooks
     deliverer: WebhookDeliverer
@@ -95,6 +100,7 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
     from vroot.server.api._routes_agents import agent_routes
     from vroot.server.api._routes_attest import attestation_routes
     from vroot.server.api._routes_events import event_routes
+    from vroot.server.api._routes_guests import guest_routes
     from vroot.server.api._routes_library import library_routes
     from vroot.server.api._routes_public import public_routes
 
@@ -102,7 +108,9 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
     waker = TaskWaker(store, listen_timeout=min(0.5, settings.poll_interval_seconds))
     library = Library(store, clock=clock)
     attestations = Attestations(services, library, nonce_ttl=settings.nonce_ttl)
-    scheduler = Scheduler(store, attestations, interval=settings.attestation_interval,
+    deep = DeepAttestations(services, attestations, library, nonce_ttl=settings.nonce_ttl,
+                            batch_window=settings.deep_batch_seconds)  # fmt: skip
+    scheduler = Scheduler(store, attestations, deep=deep, interval=settings.attestation_interval,
                           tick_seconds=settings.scheduler_interval_seconds, clock=clock)  # fmt: skip
     webhooks = Webhooks(store, result_signing_key=services.keys.result_signing_key, clock=clock, rng=services.rng)
     deliverer = WebhookDeliverer(store, webhooks, wake=waker.events_appended, timeout=settings.webhook_timeout_seconds,
@@ -133,18 +141,21 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
         settings=settings,
         services=services,
         enrollments=Enrollments(services, ttl=settings.enrollment_ttl),
+        guests=GuestEnrollments(services, ttl=settings.enrollment_ttl),
         tasks=TaskService(store, lease=settings.task_lease, clock=clock),
         waker=waker,
         authenticator=AgentAuthenticator(store, ops_certificate=services.keys.ops.certificate, clock=clock),
         counts=RequestCounts(),
         library=library,
         attestations=attestations,
+        deep=deep,
         scheduler=scheduler,
         webhooks=webhooks,
         deliverer=deliverer,
     )
     install_problem_handlers(app)
     app.include_router(public_routes(ctx))
+    app.include_router(guest_routes(ctx))
     app.include_router(agent_routes(ctx))
     app.include_router(attestation_routes(ctx))
     app.include_router(library_routes(ctx))

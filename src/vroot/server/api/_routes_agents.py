@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from vroot.server._attest import ATTEST
+from vroot.server._deep import DEEP_QUOTE
 from vroot.server._tasks import long_poll
 from vroot.server.api._app import AppContext
 from vroot.server.api._routes_public import errors, operator_dependency
@@ -83,11 +84,18 @@ def agent_routes(ctx: AppContext) -> APIRouter:
         body: ResultIn, task_id: TaskId, agent: Annotated[AgentRecord, Depends(agent_certificate)]
     ) -> TaskOut:
         """Finish a task the agent holds, as done or failed (agent). An `attest` task's result is the
-        evidence bundle ({"evidence": ...}): it is verified, appraised and recorded (RA-5, RA-6), and
-        the task keeps only {"result_id", "verdict"}."""
+        evidence ({"evidence": ...}): a host's is verified, appraised and recorded (RA-5, RA-6), and
+        the task keeps only {"result_id", "verdict"}; a guest's is verified and waits, at most
+        `deep_batch_seconds`, for the other VMs of its host, then for its host's answer to ONE
+        `deep-quote` task for all of them, which records every joint verdict (RA-3, RA-4)."""
         ok = body.status == "done"
-        if ctx.tasks.own(agent.id, task_id).kind == ATTEST:
+        kind = ctx.tasks.own(agent.id, task_id).kind
+        if kind == ATTEST and agent.kind is AgentKind.GUEST:
+            return TaskOut.of(ctx.deep.accept_vm(agent.id, task_id, ok=ok, result=body.result))
+        if kind == ATTEST:
             return TaskOut.of(ctx.attestations.accept(agent.id, task_id, ok=ok, result=body.result)[0])
+        if kind == DEEP_QUOTE:
+            return TaskOut.of(ctx.deep.accept_host(agent.id, task_id, ok=ok, result=body.result))
         return TaskOut.of(ctx.tasks.finish(agent.id, task_id, ok=ok, result=body.result))
 
     return router

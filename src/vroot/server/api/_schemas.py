@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vroot.errors import InvalidInput
 from vroot.server._enroll import EnrolledAgent, HostActivation, HostChallenge, HostClaim
+from vroot.server._guests import GuestActivation, GuestClaim
 from vroot.store import AgentRecord, TaskRecord
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "ChallengeOut",
     "EnrolledOut",
     "EnrollmentIn",
+    "GuestActivationIn",
+    "GuestEnrollmentIn",
     "Health",
     "NextTask",
     "Problem",
@@ -181,6 +184,45 @@ class ActivationIn(_In):
             manager_certify_attest=_bytes(self.vtm_manager_certify_info, "vtm_manager_certify_info"),
             manager_certify_signature=_bytes(self.vtm_manager_certify_signature, "vtm_manager_certify_signature"),
         )
+
+
+class GuestEnrollmentIn(_In):
+    """A guest's claim (RA-1, VMM-F4): its VM, the host it runs on, and its vTM's keys."""
+
+    vm_uuid: str = Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+                         description="the VM's UUID (its agent is vm:<uuid>)")
+    host_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,58}$",
+                         description="the enrolled host whose vTM-manager key made the vEK certificate")
+    vek_certificate: B64(16384, "vEK certificate from the vTM's NV, DER")
+    vek_public: B64(1024, "vEK public area, TPM2B_PUBLIC")
+    vak_public: B64(1024, "vAK public area, TPM2B_PUBLIC")
+
+    def to_domain(self) -> GuestClaim:
+        return GuestClaim(
+            vm_uuid=self.vm_uuid,
+            host_id=self.host_id,
+            vek_certificate=_bytes(self.vek_certificate, "vek_certificate"),
+            vek_public=_bytes(self.vek_public, "vek_public"),
+            vak_public=_bytes(self.vak_public, "vak_public"),
+        )
+
+
+class GuestActivationIn(_In):
+    """The guest's answer: the secret its vTM released for the vAK, and the key for its TLS client
+    certificate."""
+
+    enrollment_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    secret: B64(64, "the secret TPM2_ActivateCredential returned in the vTM")
+    client_key: str = Field(max_length=8192, description="PEM certificate request (preferred) or public key")
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"GuestActivationIn(enrollment_id={self.enrollment_id!r})"
+
+    __str__ = __repr__
+
+    def to_domain(self, agent_id: str) -> GuestActivation:
+        return GuestActivation(agent_id=agent_id, enrollment_id=self.enrollment_id,
+                               secret=_bytes(self.secret, "secret"), client_public_key=_client_key(self.client_key))  # fmt: skip
 
 
 class EnrolledOut(BaseModel):

@@ -107,6 +107,9 @@ class ResultOut(BaseModel):
     policy_id: str | None = Field(description="group@version/baseline@version the evidence was appraised under")
     status: str | None = Field(description="EAR status: affirming, warning, contraindicated or none")
     trustworthiness_vector: dict[str, int]
+    host_id: str | None = Field(None, description="for a VM: the host agent whose deep quote vouched for it")
+    host_result_id: int | None = Field(None, description="for a VM: that host's result in the same deep quote")
+    host_verdict: str | None = Field(None, description="for a VM: that host's verdict (the joint verdict is `verdict`)")
     ear: str | None = Field(description="the signed EAR (JWS compact, ES256); verify with /v1/result-key")
 
     @classmethod
@@ -114,12 +117,15 @@ class ResultOut(BaseModel):
         sub = ear_submodule(r.signed)
         findings = [FindingOut.of(f) for f in r.findings if isinstance(f, Mapping)]
         vector = sub.get("ear.trustworthiness-vector")
+        host = sub.get("vroot.host") if isinstance(sub.get("vroot.host"), Mapping) else {}
         return cls(id=r.id, agent_id=r.agent_id, verdict=r.verdict.value, created_at=r.created_at, findings=findings,
                    pcrs={bank: {str(i): v.hex() for i, v in sorted(vals.items())} for bank, vals in r.pcrs.items()},
                    evidence_digest=None if r.evidence_digest is None else r.evidence_digest.hex(), clock=r.clock,
                    reset_count=r.reset_count, restart_count=r.restart_count, rebooted=sub.get("vroot.rebooted"),
                    policy_id=sub.get("ear.appraisal-policy-id"), status=sub.get("ear.status"),
-                   trustworthiness_vector=vector if isinstance(vector, dict) else {}, ear=r.signed)  # fmt: skip
+                   trustworthiness_vector=vector if isinstance(vector, dict) else {}, ear=r.signed,
+                   host_id=host.get("agent_id"), host_result_id=r.host_result_id,
+                   host_verdict=host.get("verdict"))  # fmt: skip
 
 
 class ResultList(BaseModel):
