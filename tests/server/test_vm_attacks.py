@@ -120,8 +120,9 @@ def test_ra7_host_quote_over_a_tree_without_the_vms_leaf_is_refused(world):
     finally:
         a.start_loop()
     assert (result["verdict"], result["host_verdict"]) == ("untrusted", "untrusted")
-    assert _ids(result) == ["host.attestation.nonce.mismatch"]
-    assert result["findings"][0]["seen"] == "host:host-a"
+    assert _ids(result) == ["deep.binding.not_in_host_quote", "host.attestation.nonce.mismatch"]
+    assert "does not lead to the root" in result["findings"][0]["message"]
+    assert result["findings"][1]["seen"] == "host:host-a"
     assert attest_many(op, [a.agent_id])[0]["verdict"] == "trusted"  # host-a itself is fine again
 
 

@@ -23,6 +23,11 @@ app = typer.Typer(help="Run the guest attester of a VM (its vTM, the RA server).
 DEFAULT_DIR = Path("/var/lib/vroot-guest")
 
 
+@app.callback()
+def _guest() -> None:
+    """The guest attester of a VM (RA-1, RA-3)."""
+
+
 @app.command()
 def run(
     tcti: str = typer.Option(..., "--tcti", help="The VM's TPM, e.g. device:/dev/tpmrm0 or swtpm:host=...,port=..."),

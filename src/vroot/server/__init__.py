@@ -17,11 +17,12 @@ Library use, all assembled at start-up and passed down:
     running.url; running.stop(); services.close()
 
 Endpoints (`/openapi.json`, checked in as docs/openapi.json): health, metrics, status, CRL; host
-enrollment (begin, activation); agents (operator: list, show, assign a group, revoke, enqueue a
-task); the agent protocol (long-poll for a task, post its result) under the agent's client
-certificate; the baseline library (baselines by name and version, one policy per group); host
-attestation (RA-2, RA-5, RA-6: trigger, follow, latest result and history with the signed EAR,
-the result-signing public key); events as server-sent events and webhooks.
+enrollment (begin, activation); guest enrollment of a VM's vTM against its host's record
+(`/v1/guest-enrollments`: begin, activation); agents (operator: list, show, assign a group, revoke,
+enqueue a task); the agent protocol (long-poll for a task, post its result) under the agent's
+client certificate; the baseline library (baselines by name and version, one policy per group);
+host and VM attestation (RA-2..RA-6: trigger, follow, latest result and history with the signed
+EAR, the result-signing public key); events as server-sent events and webhooks.
 
 Host attestation, in one picture (`_attest`):
 
@@ -32,11 +33,20 @@ Host attestation, in one picture (`_attest`):
               ENROLLED AK -> reboot/clock counters -> appraisal (group policy, baseline,
               incremental IMA state) -> result + signed EAR recorded -> "verdict.changed"
     scheduler the same, for every active host with a policy, each `attestation_interval`
+
+VM attestation (`_deep`, RA-3, RA-4, RA-7): a guest `vm:<uuid>` answers its `attest` task with a
+vTM quote (its enrolled vAK, its nonce) and its logs; the VMs of one host that answer together get
+ONE `deep-quote` task for the host agent, over the Merkle root of their leaves; the host's answer
+is judged as a host attestation, then each VM's joint verdict (its own appraisal, its host's, the
+binding: leaf in the quoted tree, vEK from this host's vTM-manager key, vTM launched there) is
+recorded with the host named, findings of both sides and a signed EAR.
 """
 
 from vroot.server._attest import ATTEST, Attestations
 from vroot.server._auth import AgentAuthenticator, Forbidden, Unauthenticated, check_operator_token
+from vroot.server._deep import DEEP_QUOTE, DeepAttestations
 from vroot.server._enroll import EnrolledAgent, Enrollments, HostActivation, HostChallenge, HostClaim
+from vroot.server._guests import GUEST_GROUP, GuestActivation, GuestClaim, GuestEnrollments, guest_agent_id
 from vroot.server._init import InitResult, init_server, server_names
 from vroot.server._library import Library, ResolvedPolicy
 from vroot.server._scheduler import Scheduler
@@ -51,13 +61,19 @@ from vroot.server.api import create_app
 __all__ = [
     "ATTEST",
     "CONFIG_NAME",
+    "DEEP_QUOTE",
+    "GUEST_GROUP",
     "SIGNATURE_HEADER",
     "AgentAuthenticator",
     "Attestations",
     "ClockRegressed",
+    "DeepAttestations",
     "EnrolledAgent",
     "Enrollments",
     "Forbidden",
+    "GuestActivation",
+    "GuestClaim",
+    "GuestEnrollments",
     "HostActivation",
     "HostChallenge",
     "HostClaim",
@@ -77,6 +93,7 @@ __all__ = [
     "check_operator_token",
     "create_app",
     "event_json",
+    "guest_agent_id",
     "init_server",
     "load_settings",
     "serve",

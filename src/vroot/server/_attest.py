@@ -225,6 +225,17 @@ class Attestations:
                                      rebooted=verified.rebooted, now=now)  # fmt: skip
         return self.judge.record(agent_id, judged, nonce=challenge, now=now), judged, verified.evidence
 
+    def unbound(self, agent_id: str, result: Any, now: datetime) -> VerifiedHostEvidence | None:
+        """The host's evidence verified with its enrolled AK over the qualifying data IT claims, or None.
+        For a deep quote that did not answer its batch's root: proves the host TM signed that other
+        data, so each VM can be told its leaf is not in what the host signed. Never a host verdict."""
+        try:
+            evidence = host_evidence(result)
+            _, ak = self.judge.identity(agent_id, now=now)
+            return verify_host_evidence(evidence, qualifying_data=evidence.qualifying_data, ak=ak)
+        except (E.VerificationError, E.InvalidInput):
+            return None
+
     def _verify(self, agent_id: str, challenge: bytes, result: Any, now: datetime, progress: Progress, *,
                 issued: tuple[datetime, datetime] | None) -> VerifiedHost:  # fmt: skip
         claimed = None

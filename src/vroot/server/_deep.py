@@ -17,7 +17,8 @@ the batch of its host (`Batcher`): the VMs of one host that answer within `deep_
 evidence until the host answers.
 
 The host's answer (`accept_host`) is judged as a host attestation over the root (`judge_host`,
-recorded as the host's result); then for each VM of the batch: its identity and evidence again,
+recorded as the host's result; a genuine host quote over other data is still verified, so its VMs
+are told their leaves are not in what it signed); then for each VM of the batch: its identity and evidence again,
 the binding (`_joint.bind_vm`: its leaf in the quoted tree, its vEK certified by THIS host's
 vTM-manager key, its vTM launched on this host), the appraisal of its evidence under its own
 group's policy (VM baselines do not depend on the host), and the joint verdict, recorded with
@@ -57,6 +58,7 @@ __all__ = ["DEEP_QUOTE", "DEFAULT_VM_PCRS", "DeepAttestations"]
 DEEP_QUOTE = "deep-quote"  # task kind
 DEFAULT_VM_PCRS = tuple(range(11))
 WAITING = "waiting"
+OPEN_SCAN = 10_000  # open tasks read to find the VMs a batch waits for (more: it may seal early, never wrongly)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +94,7 @@ class DeepAttestations:
         self._clock = services.clock
         self._library = library
         self._ttl = nonce_ttl
+        self._window = batch_window
         self._batches: Batcher[_Member] = Batcher(window=batch_window)
 
     # -- challenge ----------------------------------------------------------------------------------
@@ -185,15 +188,22 @@ class DeepAttestations:
         return host.id, nonce.issued_at, rebooted, evidence.quote_attest
 
     def _all_in(self, host_id: str) -> Any:
-        """Whether every VM of the host with an open challenge has joined the batch."""
+        """Whether every VM of the host still expected has joined the batch: those whose attest task
+        is leased (their guest is answering) or was queued within the batch window (asked together
+        with this one; an older queued task is a guest that is away, which must not hold the batch)."""
 
         def complete(members: list[_Member]) -> bool:
             joined = {m.agent_id for m in members}
-            for guest in self._store.agents.list(kind=AgentKind.GUEST, state=AgentState.ACTIVE, host_id=host_id):
-                if guest.id in joined:
-                    continue
-                for state in (TaskState.QUEUED, TaskState.LEASED):
-                    if any(t.kind == ATTEST for t in self._store.tasks.list(agent_id=guest.id, state=state)):
+            guests = {g.id for g in self._store.agents.list(kind=AgentKind.GUEST, state=AgentState.ACTIVE,
+                                                             host_id=host_id)} - joined  # fmt: skip
+            if not guests:
+                return True
+            recent = self._clock() - timedelta(seconds=self._window)
+            for state in (TaskState.LEASED, TaskState.QUEUED):
+                for task in self._store.tasks.list(state=state, limit=OPEN_SCAN):
+                    if task.kind == ATTEST and task.agent_id in guests and (
+                        state is TaskState.LEASED or task.created_at >= recent
+                    ):  # fmt: skip
                         return False
             return True
 
@@ -226,6 +236,8 @@ class DeepAttestations:
         verified: VerifiedHostEvidence | None = None
         if ok:
             host_result, host_judged, verified = self._a.judge_host(host_id, root, result, now, issued=issued)
+            if verified is None and any(f.get("id") == "attestation.nonce.mismatch" for f in host_judged.findings):
+                verified = self._a.unbound(host_id, result, now)  # signed, but not this batch's root
         else:
             host_judged = Judged.agent_failed(result)
             host_result = self._judge.record(host_id, host_judged, nonce=root, now=now)
@@ -241,6 +253,10 @@ class DeepAttestations:
         agent_id, nonce, host_id = str(member["agent_id"]), bytes.fromhex(str(member["nonce"])), task.agent_id
         record = {"nonce": nonce, "now": now, "host_result_id": host_result.id}
         kept = self._store.tasks.get(int(member["task_id"])).result
+        try:
+            issued_at = datetime.fromisoformat(str(kept["issued_at"]))  # type: ignore[index]
+        except (TypeError, KeyError, ValueError):
+            kept = None
         if not isinstance(kept, Mapping) or kept.get("state") != WAITING or kept.get("deep_quote_task") != task.id:
             lost = finding_json("deep.evidence.lost", seen=agent_id,
                                 message="the VM's evidence was not kept for its host's deep quote; attest it again")  # fmt: skip
@@ -262,7 +278,6 @@ class DeepAttestations:
                                   leaves=leaves, host=verified)  # fmt: skip
             except (E.VerificationError, E.InvalidInput) as exc:
                 binding_error = exc
-        issued_at = datetime.fromisoformat(str(kept.get("issued_at")))
         digest = hashlib.sha256(evidence.quote_attest + evidence.quote_signature).digest()
         own = self._judge.appraise(agent, vm_appraisal_input(vm, time=issued_at), quote=vm.quote, digest=digest,
                                    rebooted=kept.get("rebooted") is True, now=now)  # fmt: skip
