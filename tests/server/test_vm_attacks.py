@@ -6,6 +6,7 @@ that never takes its deep quote; a revoked host."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import time
@@ -18,12 +19,12 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from deep_helpers import VmWorld, attest_many, boot_vms, deep_quote_tasks, new_vm, vm_world
 
 from vroot.agent import GuestAttester, SimulatedGuestTm, Task
 from vroot.attestation import deep_quote_leaf, merkle_root
-from vroot.errors import CertificateInvalid
+from vroot.errors import ActivationFailed, CertificateInvalid, InvalidInput, NotFound
 from vroot.pki import issue_vek_certificate, software_signer
 from vroot.tpm2 import ObjectAttributes, parse_public, public_area_from_key
 
@@ -163,6 +164,42 @@ def test_ra7_forged_vek_certificate_is_refused_at_enrollment(world, tmp_path: Pa
         a.guests.stop_guest(vm)
         a.local.call("DELETE", f"/v1/vtms/{vm}")
     assert store.agents.get(f"vm:{vm}").host_id == "host:host-a"
+
+
+def _claim(ident: Any, vm: str, host_id: str) -> dict[str, str]:
+    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    return {"vm_uuid": vm, "host_id": host_id, "vek_certificate": b64(ident.vek_certificate),
+            "vek_public": b64(ident.vek_public), "vak_public": b64(ident.vak_public)}  # fmt: skip
+
+
+def test_ra1_ra7_guest_enrollment_checks_the_claim_against_the_hosts_record(world):
+    """A real vEK certificate of host-b's VM presented as host-a's, another VM's UUID, an unknown host,
+    and an answer that is not the secret: each refused, and the enrolled guests are untouched."""
+    store, client = world.store, world.server.client()
+    ident_b = SimulatedGuestTm(world.b.local, world.vm_b).identity()
+    last = store.events.last_id()
+    with pytest.raises(CertificateInvalid, match="signature does not verify"):
+        client.post("/v1/guest-enrollments", _claim(ident_b, world.vm_b, "host-a"))
+    with pytest.raises(CertificateInvalid, match=f"for VM {world.vm_b}"):
+        client.post("/v1/guest-enrollments", _claim(ident_b, str(uuid.uuid4()), "host-b"))
+    with pytest.raises(NotFound, match="host:host-x"):
+        client.post("/v1/guest-enrollments", _claim(ident_b, world.vm_b, "host-x"))
+    refused = store.events.since(last, kinds=["enrollment.refused"])
+    assert [e.body["host"] for e in refused] == ["host:host-a", "host:host-b"]
+    challenge = client.post("/v1/guest-enrollments", _claim(ident_b, world.vm_b, "host-b"))
+    assert challenge["agent_id"] == f"vm:{world.vm_b}"
+    answer = {"enrollment_id": challenge["enrollment_id"], "secret": base64.b64encode(os.urandom(32)).decode(),
+              "client_key": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"}  # fmt: skip
+    with pytest.raises(InvalidInput, match="client_key"):  # checked before the challenge is taken
+        client.post(f"/v1/guest-enrollments/vm:{world.vm_b}/activation", answer)
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    answer["client_key"] = key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    with pytest.raises(ActivationFailed):
+        client.post(f"/v1/guest-enrollments/vm:{world.vm_b}/activation", answer)
+    with pytest.raises(NotFound, match="no enrollment in progress"):  # single use, even when wrong
+        client.post(f"/v1/guest-enrollments/vm:{world.vm_b}/activation", answer)
+    assert store.agents.get(f"vm:{world.vm_b}").state.value == "active"
+    assert attest_many(world.op, [f"vm:{world.vm_b}"])[0]["verdict"] == "trusted"
 
 
 def test_ra7_vak_swapped_between_enrollment_and_attestation_is_refused(world):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -30,6 +31,31 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     with vm_world(tmp_path_factory.mktemp("vm") / "srv", database=database, backend=request.param) as w:
         assert w.store.dialect == request.param
         yield w
+
+
+def test_ra6_scheduler_attests_vms_through_their_hosts_deep_quotes(world):
+    """Continuous attestation covers VMs: the scheduler asks every due host and VM in one tick, and the
+    VMs of a host answer into one deep quote of that host."""
+    scheduler = world.server.running.server.config.app.state.vroot.scheduler
+    vms = [f"vm:{vm}" for vm in world.vms_a] + [f"vm:{world.vm_b}"]
+    assert sorted(scheduler.due()) == sorted(["host:host-a", "host:host-b", *vms])
+    assert sorted(scheduler.tick()) == sorted(["host:host-a", "host:host-b", *vms])
+    tasks = {t.agent_id: t for t in world.store.tasks.list(limit=100) if t.kind == "attest"}
+    assert tasks[vms[0]].payload["pcrs"] == list(range(11)) and "pcrs" not in tasks["host:host-a"].payload
+    for agent_id in ["host:host-a", "host:host-b", *vms]:
+        result = _wait_result(world, agent_id, tasks[agent_id].id)
+        assert result["verdict"] == "trusted", (agent_id, result["findings"])
+    [deep_a] = deep_quote_tasks(world.store, "host:host-a")
+    assert sorted(m["agent_id"] for m in deep_a.payload["members"]) == sorted(vms[:2])
+    assert scheduler.due() == []
+
+
+def _wait_result(world: VmWorld, agent_id: str, task_id: int, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while (result := world.op.get(f"/v1/agents/{agent_id}/attestations/{task_id}")["result"]) is None:
+        assert time.monotonic() < deadline, f"no result for {agent_id}"
+        time.sleep(0.1)
+    return result
 
 
 def test_ra1_vmm_f4_guests_enroll_against_their_hosts_record(world):
@@ -59,6 +85,7 @@ def test_ra3_ra4_attest_vm_cli_prints_the_joint_verdict_with_its_host(world, cap
     host_result = world.op.get("/v1/agents/host:host-a/result")
     assert host_result["id"] == result["host_result_id"] and host_result["verdict"] == "trusted"
     [deep] = [t for t in deep_quote_tasks(world.store, "host:host-a") if t.result["result_id"] == host_result["id"]]
+    assert [m["agent_id"] for m in deep.payload["members"]] == [f"vm:{vm}"]
     member = deep.payload["members"][0]
     leaf = deep_quote_leaf(bytes.fromhex(member["nonce"]), _attest_of(world, member["task_id"]))
     assert deep.payload["qualifying_data"] == merkle_root([leaf]).hex()  # the host quoted the VM's leaf
@@ -103,5 +130,6 @@ def test_vmm_f5_two_vms_of_one_host_share_one_deep_quote(world):
 def test_ra4_vm_on_another_host_is_vouched_for_by_that_host(world):
     [result] = attest_many(world.op, [f"vm:{world.vm_b}"])
     assert (result["verdict"], result["host_id"], result["findings"]) == ("trusted", "host:host-b", [])
-    [deep] = deep_quote_tasks(world.store, "host:host-b")
+    deep = deep_quote_tasks(world.store, "host:host-b")[-1]
     assert [m["agent_id"] for m in deep.payload["members"]] == [f"vm:{world.vm_b}"]
+    assert deep.result["vms"] == {f"vm:{world.vm_b}": {"result_id": result["id"], "verdict": "trusted"}}
