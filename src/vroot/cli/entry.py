@@ -13,10 +13,11 @@ import sys
 
 # (name, one-line help) of every top-level command, in the order `vroot --help` lists them.
 COMMANDS: tuple[tuple[str, str], ...] = (
-    ("attest", "Attest a host now: its verdict, findings and signed result from the RA server."),
+    ("attest", "Attest a host or a VM now: its verdict, findings and signed result from the RA server."),
     ("baseline", "Learn, show and apply baselines (reference values) and policies."),
     ("demo", "Run the guided demo: a host proves its boot, its VMs get vTMs rooted in its TPM."),
     ("eventlog", "Read, show and replay TCG and IMA measurement logs."),
+    ("guest", "Run the guest attester of a VM (its vTM, the RA server)."),
     ("host", "Provision a host's TM and run the host agent that owns its vTMs."),
     ("quote", "Verify TPM 2.0 quotes."),
     ("server", "Run the RA server and PCA (HTTPS, mutual TLS for agents)."),

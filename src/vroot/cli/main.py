@@ -37,13 +37,14 @@ def _root(
 
 
 def _register() -> None:
-    from vroot.cli import attest, baseline, demo, eventlog, host, quote, server, vtm
+    from vroot.cli import attest, baseline, demo, eventlog, guest, host, quote, server, vtm
 
     helps = dict(COMMANDS)
     app.command("attest", help=helps["attest"])(attest.attest)
     app.add_typer(baseline.app, name="baseline", help=helps["baseline"])
     app.command("demo", help=helps["demo"])(demo.demo)
     app.add_typer(eventlog.app, name="eventlog", help=helps["eventlog"])
+    app.add_typer(guest.app, name="guest", help=helps["guest"])
     app.add_typer(host.app, name="host", help=helps["host"])
     app.add_typer(quote.app, name="quote", help=helps["quote"])
     app.add_typer(server.app, name="server", help=helps["server"])
