@@ -2,7 +2,7 @@
 `deep-quote` tasks with a deep quote from the local host agent, in a task loop that runs beside
 `vroot host run`, and, with `simulate_guests`, the guest attesters of the host's VMs.
 
-    loop = start_host_loop(host_dir)                   # after `vroot server enroll-host`
+    loop = start_host_loop(host_dir)                   # after `vroot host enroll`
     ...                                                # the host agent serves meanwhile
     loop.stop()
 

@@ -69,7 +69,7 @@ class AgentCredentials:
 
 def load_credentials(host_dir: str | Path) -> AgentCredentials:
     """The credentials `enroll_host` stored; NotFound if the host never enrolled."""
-    return read_credentials(HostPaths(Path(host_dir)).root / SERVER_DIR, hint="run `vroot server enroll-host`")
+    return read_credentials(HostPaths(Path(host_dir)).root / SERVER_DIR, hint="run `vroot host enroll`")
 
 
 def read_credentials(directory: Path, *, hint: str = "enroll first") -> AgentCredentials:

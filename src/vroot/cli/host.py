@@ -86,13 +86,31 @@ def init(
 
 
 @app.command()
+def enroll(
+    directory: Path = typer.Argument(..., metavar="DIR", help="A host directory made by `vroot host init`."),
+    server: str = typer.Option(..., "--server", help="The RA server's https:// URL."),
+    ca: Path = typer.Option(..., "--ca", help="The server's operations CA (the server's DIR/tls/ca.pem)."),
+) -> None:
+    """Enroll the host with an RA server (RA-1), before `vroot host run --server`.
+
+    Credential activation in the host's TM: the server's PCA checks the EK certificate against its
+    manufacturer CAs, the host proves its AK is in the same TM, and gets an AK certificate and the
+    agent's client certificate (kept in DIR/server/). Enrolling again replaces them."""
+    from vroot.agent import enroll_host
+
+    creds = enroll_host(directory, server, ca)
+    print(f"enrolled {creds.agent_id} with {creds.server_url}; certificates in {creds.directory}")
+    print(f"run the agent with: vroot host run {directory} --server {server} --ca {ca}")
+
+
+@app.command()
 def run(
     directory: Path = typer.Argument(..., metavar="DIR", help="A host directory made by `vroot host init`."),
     check_interval: float = typer.Option(
         1.0, "--check-interval", help="Seconds between vTM liveness checks."
     ),
     server: str | None = typer.Option(
-        None, "--server", help="Also answer this RA server's tasks (after `vroot server enroll-host`)."
+        None, "--server", help="Also answer this RA server's tasks (after `vroot host enroll`)."
     ),
     ca: Path | None = typer.Option(None, "--ca", help="The RA server's operations CA (with --server)."),
     simulate_guests: bool = typer.Option(

@@ -102,14 +102,13 @@ def status(
         typer.echo("  latest verdicts: " + ", ".join(f"{n} {v}" for v, n in sorted(doc["verdicts"].items())))
 
 
-@app.command("enroll-host")
+@app.command("enroll-host", hidden=True)
 def enroll_host(
     host_dir: Path = typer.Argument(..., metavar="HOST_DIR", help="The host directory (vroot host init)."),
     server: str = typer.Option(..., "--server", help="The server's https:// URL."),
     ca: Path = typer.Option(..., "--ca", help="The server's operations CA (DIR/tls/ca.pem)."),
 ) -> None:
-    """Enroll a host with the server (before `vroot host run`): credential activation in its TM."""
-    from vroot.agent import enroll_host as enroll
+    """Kept for older scripts: the same as `vroot host enroll`."""
+    from vroot.cli.host import enroll
 
-    creds = enroll(host_dir, server, ca)
-    typer.echo(f"enrolled {creds.agent_id} with {creds.server_url}; certificates in {creds.directory}")
+    enroll(host_dir, server, ca)

@@ -253,9 +253,12 @@ def verify_ek_certificate(
     with one reason; `InvalidInput` for bytes that are not a certificate.
     """
     leaf = load_certificate(cert, "EK certificate")
-    chain = verify_certificate_chain(
-        leaf, trust_anchors=trust_anchors, intermediates=intermediates, now=now, required_eku=required_eku
-    )
+    try:
+        chain = verify_certificate_chain(
+            leaf, trust_anchors=trust_anchors, intermediates=intermediates, now=now, required_eku=required_eku
+        )
+    except CertificateInvalid as exc:
+        raise CertificateInvalid(f"EK certificate not trusted: {exc}") from None
     if ek_public is not None:
         if not isinstance(ek_public, PublicArea):
             raise InvalidInput(f"ek_public: expected a PublicArea, got {type(ek_public).__name__}")
