@@ -13,20 +13,15 @@ is the worst tier present. Pure: time, keys and nonces are passed in.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from vroot.errors import InvalidInput, SignatureInvalid, VerificationError
+from vroot.errors import InvalidInput, VerificationError
+from vroot.pki._jws import b64url, jws_key_id, sign_es256, verify_es256
 
 __all__ = [
     "AR4SI_CLAIMS",
@@ -51,7 +46,6 @@ AR4SI_CLAIMS = (
     "storage-opaque",
     "sourced-data",
 )
-MAX_TOKEN = 64 * 1024
 
 
 class Tier:
@@ -70,23 +64,9 @@ def status_of(vector: Mapping[str, int]) -> str:
     return Tier.NAMES[worst if worst in Tier.NAMES else Tier.CONTRAINDICATED]
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str, what: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (ValueError, TypeError):
-        raise InvalidInput(f"EAR token: {what} is not base64url") from None
-
-
 def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
     """A stable id for the result-signing key: SHA-256 of its SubjectPublicKeyInfo, base64url."""
-    spki = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return _b64(hashlib.sha256(spki).digest())
+    return jws_key_id(public_key)
 
 
 def ear_claims(
@@ -116,7 +96,7 @@ def ear_claims(
     return {
         "eat_profile": EAR_PROFILE,
         "iat": int(now.timestamp()),
-        "eat_nonce": _b64(nonce),
+        "eat_nonce": b64url(nonce),
         "ear.verifier-id": {"developer": "vroot", "build": verifier_build},
         "submods": {subject: submodule},
     }
@@ -126,12 +106,7 @@ def sign_ear(claims: Mapping[str, Any], *, key: ec.EllipticCurvePrivateKey) -> s
     """JWS compact serialization of `claims`, ES256 over P-256 (RFC 7515, RFC 7518 3.4)."""
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise InvalidInput("the result-signing key must be an ECDSA P-256 private key")
-    header = {"alg": "ES256", "typ": "JWT", "kid": key_id(key.public_key())}
-    signing_input = f"{_b64(json.dumps(header, separators=(',', ':')).encode())}." + _b64(
-        json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
-    )
-    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
-    return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+    return sign_es256(claims, key=key, typ="JWT")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,28 +129,7 @@ def verify_ear(
     token: str, *, public_key: ec.EllipticCurvePublicKey, now: datetime, max_age: int | None = None
 ) -> VerifiedEar:
     """Verify a signed EAR; fails closed (`SignatureInvalid`, `VerificationError`, `InvalidInput`)."""
-    if not isinstance(token, str) or len(token) > MAX_TOKEN or token.count(".") != 2:
-        raise InvalidInput("EAR token: not a JWS compact serialization")
-    head_b64, body_b64, sig_b64 = token.split(".")
-    try:
-        header = json.loads(_unb64(head_b64, "header"))
-        claims = json.loads(_unb64(body_b64, "payload"))
-    except ValueError:
-        raise InvalidInput("EAR token: header or payload is not JSON") from None
-    if not isinstance(header, dict) or header.get("alg") != "ES256":
-        raise SignatureInvalid(
-            f"EAR token: algorithm {header.get('alg') if isinstance(header, dict) else None!r}, want ES256"
-        )
-    if header.get("kid") not in (None, key_id(public_key)):
-        raise SignatureInvalid("EAR token: signed by another key (kid)")
-    raw = _unb64(sig_b64, "signature")
-    if len(raw) != 64:
-        raise SignatureInvalid("EAR token: an ES256 signature is 64 bytes")
-    der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
-    try:
-        public_key.verify(der, f"{head_b64}.{body_b64}".encode(), ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        raise SignatureInvalid("EAR token: the signature does not verify") from None
+    claims = verify_es256(token, public_key=public_key, what="EAR token")
     if not isinstance(claims, dict) or claims.get("eat_profile") != EAR_PROFILE:
         raise VerificationError("EAR token: not an EAR (eat_profile)")
     iat = claims.get("iat")
