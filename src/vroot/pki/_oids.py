@@ -32,3 +32,6 @@ VROOT_VIRTUAL_TPM_POLICY = ObjectIdentifier(VROOT_ARC + ".1")
 # Non-critical extension of every vEK certificate: SEQUENCE { hostId UTF8String, vmUuid OCTET
 # STRING (16), managerKeyName OCTET STRING } (see vroot.pki._vek_ext).
 VROOT_VTM_IDENTITY = ObjectIdentifier(VROOT_ARC + ".2")
+# extendedKeyUsage of the migration controller's task-signing certificate (MC-S1): engines accept
+# a migration task only when it is signed by a key certified for this purpose by the operations CA.
+VROOT_KP_MIGRATION_CONTROLLER = ObjectIdentifier(VROOT_ARC + ".3")

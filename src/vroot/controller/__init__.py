@@ -1,0 +1,49 @@
+"""The migration controller's decisions (MC-F1, MC-F2, MC-S1, MC-S3, MC-S4; DESIGN.md section 6).
+
+Pure code: where a vTM may go and why other hosts are refused (`choose_destination`,
+`plan_evacuation`, `hosts_to_evacuate`), and the signed instructions engines accept
+(`sign_migration_task`, `verify_migration_task`, the controller's certificate). The controller
+service in `vroot server` reads the fleet from the store and drives the engines with these.
+"""
+
+from vroot.controller._placement import (
+    REFUSAL_CODES,
+    EvacuationPlan,
+    HostView,
+    MigrationRules,
+    Placement,
+    Refusal,
+    choose_destination,
+    hosts_to_evacuate,
+    plan_evacuation,
+)
+from vroot.controller._tasks import (
+    MIGRATION_TASK_KINDS,
+    TASK_TYP,
+    VerifiedController,
+    VerifiedMigrationTask,
+    issue_controller_certificate,
+    sign_migration_task,
+    verify_controller_certificate,
+    verify_migration_task,
+)
+
+__all__ = [
+    "MIGRATION_TASK_KINDS",
+    "REFUSAL_CODES",
+    "TASK_TYP",
+    "EvacuationPlan",
+    "HostView",
+    "MigrationRules",
+    "Placement",
+    "Refusal",
+    "VerifiedController",
+    "VerifiedMigrationTask",
+    "choose_destination",
+    "hosts_to_evacuate",
+    "issue_controller_certificate",
+    "plan_evacuation",
+    "sign_migration_task",
+    "verify_controller_certificate",
+    "verify_migration_task",
+]
