@@ -1,0 +1,64 @@
+"""What the demo shows on screen: Rich tables of a host's boot chain, of joint verdicts as `vroot
+attest` reports them, and of findings. Pure formatting: nothing here checks anything."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.table import Table
+
+from vroot.tpm2 import HashAlg
+
+__all__ = ["chain_table", "findings_table", "verdict_table"]
+
+_STYLE = {"trusted": "green", "untrusted": "red", "error": "yellow"}
+
+
+def _verdict(text: str | None) -> str:
+    value = (text or "-").lower()
+    return f"[{_STYLE.get(value, 'white')}]{value.upper()}[/]"
+
+
+def chain_table(chain: Any, bank: HashAlg) -> Table:
+    """The stages of a verified host chain (`vroot.measure.verify_chain`), one row each."""
+    table = Table(title="host boot chain, replayed from the host's evidence")
+    for column in ("stage", "measured by", "PCR", f"{bank.bank} digest"):
+        table.add_column(column)
+    for stage in chain.stages:
+        if stage.name.startswith("separator-") and stage.pcr != 0:
+            continue
+        name = "separators (PCR 0-7)" if stage.name.startswith("separator-") else stage.name
+        digests = chain.digests[stage.name]
+        digest = next(iter(digests.values())) if stage.kind.value == "ima" else digests[bank]
+        table.add_row(name, stage.measured_by, str(stage.pcr), digest.hex()[:16] + "…")
+    return table
+
+
+def verdict_table(results: Mapping[str, Mapping[str, Any]], names: Mapping[str, str], *, title: str) -> Table:
+    """One row per result (`GET /v1/agents/{id}/attestations/{task}` result documents): the agent,
+    its verdict (for a VM the joint one), the host named in it with that host's verdict in the same
+    deep quote, the EAR status, the policy, the number of findings."""
+    table = Table(title=title)
+    for column in ("agent", "verdict", "host named (its verdict)", "EAR status", "policy", "findings"):
+        table.add_column(column, overflow="fold")
+    for agent_id, result in results.items():
+        host = "-"
+        if result.get("host_id"):
+            host = f"{result['host_id']} #{result.get('host_result_id')} ({_verdict(result.get('host_verdict'))})"
+        label = names.get(agent_id, agent_id)
+        table.add_row(label, _verdict(result["verdict"]), host, str(result.get("status") or "-"),
+                      str(result.get("policy_id") or "-"), str(len(result.get("findings") or ())))  # fmt: skip
+    return table
+
+
+def findings_table(findings: list[Mapping[str, Any]], *, title: str) -> Table:
+    """Findings as the server recorded them (id, severity, PCR, event index, message)."""
+    table = Table(title=title)
+    for column in ("severity", "ID", "PCR", "event", "message"):
+        table.add_column(column, overflow="fold")
+    for f in findings:
+        table.add_row(str(f.get("severity", "")), str(f.get("id", "")),
+                      "" if f.get("pcr") is None else str(f["pcr"]),
+                      "" if f.get("event_index") is None else str(f["event_index"]), str(f.get("message", "")))  # fmt: skip
+    return table
