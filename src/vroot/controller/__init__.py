@@ -6,6 +6,19 @@ Pure code: where a vTM may go and why other hosts are refused (`choose_destinati
 service in `vroot server` reads the fleet from the store and drives the engines with these.
 """
 
+from vroot.controller._files import ControllerKeys, load_or_create_controller_keys
+from vroot.controller._machine import (
+    Checks,
+    Migration,
+    MigrationState,
+    Step,
+    TaskSpec,
+    on_deadline,
+    on_result,
+    start,
+    target_qualifying_data,
+    tasks_for,
+)
 from vroot.controller._placement import (
     REFUSAL_CODES,
     EvacuationPlan,
@@ -29,21 +42,33 @@ from vroot.controller._tasks import (
 )
 
 __all__ = [
-    "MIGRATION_TASK_KINDS",
-    "REFUSAL_CODES",
-    "TASK_TYP",
+    "Checks",
+    "ControllerKeys",
     "EvacuationPlan",
     "HostView",
+    "MIGRATION_TASK_KINDS",
+    "Migration",
     "MigrationRules",
+    "MigrationState",
     "Placement",
+    "REFUSAL_CODES",
     "Refusal",
+    "Step",
+    "TASK_TYP",
+    "TaskSpec",
     "VerifiedController",
     "VerifiedMigrationTask",
     "choose_destination",
     "hosts_to_evacuate",
     "issue_controller_certificate",
+    "load_or_create_controller_keys",
+    "on_deadline",
+    "on_result",
     "plan_evacuation",
     "sign_migration_task",
+    "start",
+    "target_qualifying_data",
+    "tasks_for",
     "verify_controller_certificate",
     "verify_migration_task",
 ]
