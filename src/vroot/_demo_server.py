@@ -92,6 +92,9 @@ class DemoServer:
             except Unavailable as exc:
                 last = exc.diagnostics()
                 server.stop()
+            except BaseException:  # interrupted while waiting: the process must not outlive us
+                server.stop()
+                raise
         raise Unavailable(f"the demo's server did not start: {last}")
 
     def _wait_ready(self) -> None:

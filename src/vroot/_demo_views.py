@@ -37,18 +37,25 @@ def chain_table(chain: Any, bank: HashAlg) -> Table:
 
 def verdict_table(results: Mapping[str, Mapping[str, Any]], names: Mapping[str, str], *, title: str) -> Table:
     """One row per result (`GET /v1/agents/{id}/attestations/{task}` result documents): the agent,
-    its verdict (for a VM the joint one), the host named in it with that host's verdict in the same
-    deep quote, the EAR status, the policy, the number of findings."""
+    its verdict (for a VM the joint one), the host named in it with that host's result and verdict
+    in the same deep quote, the EAR status, how many findings and on which PCRs."""
     table = Table(title=title)
-    for column in ("agent", "verdict", "host named (its verdict)", "EAR status", "policy", "findings"):
-        table.add_column(column, overflow="fold")
+    table.add_column("agent", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("host named (its result)", overflow="fold")
+    table.add_column("EAR status", no_wrap=True)
+    table.add_column("findings", no_wrap=True)
     for agent_id, result in results.items():
         host = "-"
         if result.get("host_id"):
-            host = f"{result['host_id']} #{result.get('host_result_id')} ({_verdict(result.get('host_verdict'))})"
-        label = names.get(agent_id, agent_id)
-        table.add_row(label, _verdict(result["verdict"]), host, str(result.get("status") or "-"),
-                      str(result.get("policy_id") or "-"), str(len(result.get("findings") or ())))  # fmt: skip
+            host = (
+                f"{result['host_id']} #{result.get('host_result_id')} {_verdict(result.get('host_verdict'))}"
+            )
+        findings = list(result.get("findings") or ())
+        pcrs = sorted({int(f["pcr"]) for f in findings if f.get("pcr") is not None})
+        where = f" (PCR {', '.join(map(str, pcrs))})" if pcrs else ""
+        table.add_row(names.get(agent_id, agent_id), _verdict(result["verdict"]), host,
+                      str(result.get("status") or "-"), f"{len(findings)}{where}" if findings else "none")  # fmt: skip
     return table
 
 

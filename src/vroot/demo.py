@@ -173,7 +173,7 @@ class _Story:
         self.say.record("host provisioned", "HW-F1..F3", "EK certificate, AK, vTM-manager key")
 
     def _start_server(self) -> None:
-        self.say.step("Start the attestation server", "clause 6.4, RA server + PCA + baseline library",
+        self.say.step("Start the attestation server", "clause 5 (cloud OS), 6.4",
                       "`vroot server init` makes the PCA, the operations CA, the result-signing key, a TLS "
                       "certificate and the database; `vroot server run` serves HTTPS on loopback. It trusts "
                       "the test TM manufacturer CA.")  # fmt: skip
@@ -192,7 +192,7 @@ class _Story:
         from vroot.pki import is_virtual_tm_certificate
 
         assert self.server is not None
-        self.say.step("The host enrolls by credential activation", "clause 6.4.2, RA-1, HW-F2",
+        self.say.step("The host enrolls by credential activation", "clause 6.4, RA-1, HW-F2",
                       "The host sends its EK certificate, EK and AK; the PCA checks the EK certificate and answers "
                       "with a credential (TPM2_MakeCredential to the EK, for the AK's name) that only this TM can "
                       "activate. The host activates it and gets its AK certificate and a client certificate.")  # fmt: skip
@@ -220,7 +220,7 @@ class _Story:
         self.host.answer_server(self.server)
 
     def _baseline(self) -> None:
-        self.say.step("The operator learns a baseline and sets the host's policy group", "clause 6.4.3, RA-5",
+        self.say.step("The operator learns a baseline, sets a policy group", "clause 6.4, RA-5",
                       "`vroot baseline learn` reads the known-good boot's TCG and IMA logs; the baseline and a policy "
                       "(event PCRs 0-9, IMA allowlist required) go to the server; host-a joins group 'hosts'.")  # fmt: skip
         manifest, baseline = learnt_baseline(self.host_dir / "logs", name="hosts")
@@ -278,7 +278,7 @@ class _Story:
 
         host = self.host
         assert host is not None
-        self.say.step("The VMs' guest attesters enroll", "clause 6.4.2, RA-1, VMM-F4, VMM-S3",
+        self.say.step("The VMs' guest attesters enroll", "clause 6.4, RA-1, VMM-F4, VMM-S3",
                       "Each guest sends its vEK certificate; the PCA checks it chains to the vTM-manager key that "
                       "host-a's AK certified at enrollment, and certifies a vAK in the vTM by credential activation. "
                       "(The host agent plays each VM's guest attester: `vroot host run --simulate-guests`.) A VM "
@@ -333,6 +333,8 @@ class _Story:
             bound += bool(joint and joint.get("bound") and joint.get("host") == "trusted")
         self.say.ok(f"{bound} VMs bound to host-a's deep quote: each leaf in the quoted Merkle root, each vEK from "
                     "host-a's vTM-manager key, each vTM launched on host-a (PCR 14)")  # fmt: skip
+        policies = dict.fromkeys(str(r.get("policy_id")) for r in results.values())
+        self.say.ok(f"appraised under policies {', '.join(policies)} (group@version/baseline@version)")
         self.say.ok(f"{checked} signed EARs verified offline with the server's result key (/v1/result-key)")
         self.expect(
             "trusted before tampering", trusted and checked == len(results) and bound == len(self.vms)
@@ -406,7 +408,7 @@ class _Story:
 
     def _tamper_firmware(self) -> None:
         assert self.host is not None
-        self.say.step("And if the firmware changes, the vTMs do not even start", "clause 6.5, VMM-S2, DP-3",
+        self.say.step("A changed firmware: the vTMs do not start", "clause 6.5, VMM-S2, DP-3",
                       "The boot loader is put back, and one byte of firmware.bin is flipped instead: PCR 0 is in "
                       "the state the vTM keys are sealed to, so the host TM refuses to unseal them.")  # fmt: skip
         (self.host_dir / "images" / "bootloader.efi").write_bytes(self.loader_bytes)

@@ -71,7 +71,7 @@ def _rows(text: str) -> dict[str, list[str]]:
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.split("│")[1:-1]]
-        if len(cells) == 6 and (cells[0] == "host-a" or cells[0].startswith("VM ")):
+        if len(cells) == 5 and (cells[0] == "host-a" or cells[0].startswith("VM ")):
             rows[cells[0]] = cells
     return rows
 
@@ -101,12 +101,14 @@ def test_ra2_ra6_vmm_f5_joint_verdicts_trusted_before_tampering(demo):
     assert sorted(rows) == ["VM batch", "VM db", "VM web", "host-a"]
     assert [rows[r][1] for r in sorted(rows)] == ["TRUSTED"] * 4
     assert {re.sub(r"#\d+", "#N", rows[vm][2]) for vm in ("VM web", "VM db", "VM batch")} == {
-        "host:host-a #N (TRUSTED)"
+        "host:host-a #N TRUSTED"
     }
     assert (
         len({rows[vm][2] for vm in ("VM web", "VM db", "VM batch")}) == 1
     )  # one host result: one deep quote
     assert {r[3] for r in rows.values()} == {"affirming"}
+    assert {r[4] for r in rows.values()} == {"none"}
+    assert "appraised under policies hosts@1/hosts@1, vms@1/vms@1" in text
     assert "one deep quote of host-a" in text and "vouched for all 3 VMs" in text
     assert "3 VMs bound to host-a's deep quote" in text
     assert "4 signed EARs verified offline" in text
@@ -117,8 +119,9 @@ def test_ra4_ra5_tampered_boot_loader_makes_the_host_and_every_vm_untrusted(demo
     rows = _rows(text)
     assert [rows[r][1] for r in sorted(rows)] == ["UNTRUSTED"] * 4
     assert {re.sub(r"#\d+", "#N", rows[vm][2]) for vm in ("VM web", "VM db", "VM batch")} == {
-        "host:host-a #N (UNTRUSTED)"}  # fmt: skip
+        "host:host-a #N UNTRUSTED"}  # fmt: skip
     assert {r[3] for r in rows.values()} == {"contraindicated"}
+    assert {r[4] for r in rows.values()} == {"2 (PCR 4)"}  # the host's two PCR 4 findings, in every row
     # the host's finding says why: the boot loader's event on PCR 4 is not in the baseline
     assert re.search(
         r"baseline\.event\.unknown\s*│\s*4\s*│\s*\d+\s*│ PCR 4 event \d+ \(EV_EFI_BOOT_SERVICES_APPLICATION",
@@ -136,7 +139,7 @@ def test_ra4_ra5_tampered_boot_loader_makes_the_host_and_every_vm_untrusted(demo
 
 
 def test_vmm_s2_changed_firmware_keeps_the_vtms_from_starting(demo):
-    text = demo.step("And if the firmware changes")
+    text = demo.step("A changed firmware: the vTMs do not start")
     assert text.count("vTM refused to start (host PCRs 0 (sha256) differ from the trusted state)") == 3
 
 
