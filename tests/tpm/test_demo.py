@@ -162,3 +162,33 @@ def test_nothing_the_demo_started_is_left_running(demo):
     except OSError:
         cmdline = b""
     assert str(demo.workdir).encode() not in cmdline
+
+
+def test_a_step_that_fails_still_stops_the_server_and_every_swtpm(monkeypatch):
+    """A step failing mid-story (here: the baseline step, with the server, the host TM and its agent
+    running) ends the demo with exit 1 and the reason, and still stops every process by PID."""
+    from rich.console import Console
+
+    import vroot.demo
+    from vroot.errors import Unavailable
+    from vroot.tm.swtpm import running_pids
+
+    def broken(self):  # noqa: ANN001, ANN202
+        raise Unavailable("injected: the baseline library is away")
+
+    monkeypatch.setattr(vroot.demo._Story, "_baseline", broken)
+    workdir = Path(tempfile.mkdtemp(prefix="vrf", dir="/tmp"))
+    console = Console(record=True, width=200, force_terminal=False)
+    try:
+        code = vroot.demo.run_demo(fast=True, workdir=workdir, console=console)
+        text = console.export_text()
+        assert code == 1, text[-2000:]
+        assert "the demo stopped: injected: the baseline library is away" in text
+        [pid] = re.findall(r"vroot server run: process (\d+) on", text)
+        assert f"server process {pid} stopped" in text
+        assert running_pids() == ()
+        assert _processes_mentioning(str(workdir)) == []
+    finally:
+        for pid in _processes_mentioning(str(workdir)):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(workdir, ignore_errors=True)
