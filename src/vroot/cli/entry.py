@@ -15,10 +15,11 @@ import sys
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("attest", "Attest a host or a VM now: its verdict, findings and signed result from the RA server."),
     ("baseline", "Learn, show and apply baselines (reference values) and policies."),
-    ("demo", "Run the guided demo: a host proves its boot, its VMs get vTMs rooted in its TPM."),
+    ("demo", "Run the guided demo: a host and its VMs with vTMs, attested together by the RA server."),
     ("eventlog", "Read, show and replay TCG and IMA measurement logs."),
     ("guest", "Run the guest attester of a VM (its vTM, the RA server)."),
     ("host", "Provision a host's TM and run the host agent that owns its vTMs."),
+    ("migrate", "Move a VM's vTM to a host that has just proven itself trustworthy (the migration controller)."),
     ("quote", "Verify TPM 2.0 quotes."),
     ("server", "Run the RA server and PCA (HTTPS, mutual TLS for agents)."),
     ("vtm", "Create, start, stop and destroy vTMs (one per VM) on a running host agent."),

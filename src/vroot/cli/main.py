@@ -37,7 +37,7 @@ def _root(
 
 
 def _register() -> None:
-    from vroot.cli import attest, baseline, demo, eventlog, guest, host, quote, server, vtm
+    from vroot.cli import attest, baseline, demo, eventlog, guest, host, migrate, quote, server, vtm
 
     helps = dict(COMMANDS)
     app.command("attest", help=helps["attest"])(attest.attest)
@@ -46,6 +46,7 @@ def _register() -> None:
     app.add_typer(eventlog.app, name="eventlog", help=helps["eventlog"])
     app.add_typer(guest.app, name="guest", help=helps["guest"])
     app.add_typer(host.app, name="host", help=helps["host"])
+    app.command("migrate", help=helps["migrate"])(migrate.migrate)
     app.add_typer(quote.app, name="quote", help=helps["quote"])
     app.add_typer(server.app, name="server", help=helps["server"])
     app.add_typer(vtm.app, name="vtm", help=helps["vtm"])
