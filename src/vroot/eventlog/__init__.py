@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time 
     from vroot.eventlog._build import (
         TcgLogBuilder,
         efi_action,
+        efi_file_device_path,
         efi_image_load_event,
         efi_variable_data,
         hcrtm_event,
@@ -105,6 +106,7 @@ _EXPORTS = {
     "Workaround": "vroot.eventlog._workarounds",
     "describe_event": "vroot.eventlog._describe",
     "efi_action": "vroot.eventlog._build",
+    "efi_file_device_path": "vroot.eventlog._build",
     "efi_image_load_event": "vroot.eventlog._build",
     "efi_variable_data": "vroot.eventlog._build",
     "encode_ima_ascii": "vroot.eventlog._ima",
@@ -152,6 +154,7 @@ __all__ = [
     "Workaround",
     "describe_event",
     "efi_action",
+    "efi_file_device_path",
     "efi_image_load_event",
     "efi_variable_data",
     "encode_ima_ascii",

@@ -178,6 +178,13 @@ def efi_image_load_event(
     return struct.pack("<QQQQ", location, length, link_time_address, len(device_path)) + bytes(device_path)
 
 
+def efi_file_device_path(path: str) -> bytes:
+    """A device path of one MEDIA_FILEPATH_DP node (type 4, subtype 4: the path in UTF-16LE with a
+    NUL) and the end node, as firmware logs the file an EFI application was loaded from."""
+    text = (path + "\x00").encode("utf-16-le")
+    return struct.pack("<BBH", 4, 4, 4 + len(text)) + text + b"\x7f\xff\x04\x00"
+
+
 def efi_action(text: str) -> bytes:
     """EV_EFI_ACTION / EV_ACTION data: the string, no terminator (its digest is of these bytes)."""
     return text.encode("utf-8")

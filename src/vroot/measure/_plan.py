@@ -24,6 +24,7 @@ from vroot.eventlog import (
     TcgLogBuilder,
     UnverifiedImaLog,
     UnverifiedTcgLog,
+    efi_file_device_path,
     efi_image_load_event,
     efi_variable_data,
     ima_ng_entry,
@@ -89,7 +90,8 @@ def _tcg_event(stage: Stage, content: bytes | None) -> tuple[EventType, bytes, b
         return EventType.EV_SEPARATOR, separator(), None
     if kind is StageKind.APPLICATION:
         assert content is not None
-        return EventType.EV_EFI_BOOT_SERVICES_APPLICATION, efi_image_load_event(length=len(content)), content
+        path = efi_file_device_path(stage.path) if stage.path else b""
+        return EventType.EV_EFI_BOOT_SERVICES_APPLICATION, efi_image_load_event(length=len(content), device_path=path), content
     if kind is StageKind.IPL_FILE:
         assert content is not None
         return EventType.EV_IPL, ipl_string(stage.path or stage.file or stage.name), content
