@@ -19,7 +19,15 @@
     │   ├── NonceInvalid              a challenge that is not fresh
     │   │   ├── NonceUnknown, NonceExpired, NonceReused
     │   ├── Revoked                   a certificate or agent revoked by the operator
-    │   └── ActivationFailed          a credential activation that returned the wrong secret
+    │   ├── ActivationFailed          a credential activation that returned the wrong secret
+    │   └── MigrationRefused          a vTM migration step refused (MIG-4..7, VMM-S4); one reason each
+    │       ├── MigrationTargetInvalid    the destination's target key is not a certified TM storage key
+    │       ├── MigrationBlobExpired      the blob's (or the migration's) expiry has passed
+    │       ├── MigrationBlobReplayed     this migration was already imported (or finished) here
+    │       ├── MigrationBlobDuplicated   this host already holds a vTM for that VM
+    │       ├── MigrationBlobMisdirected  the blob is for another destination or migration
+    │       ├── MigrationBlobTampered     authenticated decryption or a header check failed
+    │       └── MigrationStateMismatch    the imported vTM is not the one exported (vEK, vPCRs)
     ├── NotFound
     ├── Conflict
     ├── Unavailable                   a dependency (swtpm, TM, database) that cannot answer
@@ -46,6 +54,14 @@ __all__ = [
     "CertificateInvalid",
     "ChainBroken",
     "Conflict",
+    "MigrationBlobDuplicated",
+    "MigrationBlobExpired",
+    "MigrationBlobMisdirected",
+    "MigrationBlobReplayed",
+    "MigrationBlobTampered",
+    "MigrationRefused",
+    "MigrationStateMismatch",
+    "MigrationTargetInvalid",
     "EventLogError",
     "HashAlgorithmNotAllowed",
     "HostStateChanged",
@@ -213,6 +229,39 @@ class Revoked(VerificationError):
 
 class ActivationFailed(VerificationError):
     """TPM2_ActivateCredential did not return the secret the PCA wrapped: wrong EK or AK (RA-1)."""
+
+
+class MigrationRefused(VerificationError):
+    """A vTM migration step was refused (DESIGN.md section 6); the subclass names the reason."""
+
+
+class MigrationTargetInvalid(MigrationRefused):
+    """The destination's migration target key is not a restricted TM storage key certified by its AK
+    over this migration's qualifying data (MIG-4)."""
+
+
+class MigrationBlobExpired(MigrationRefused):
+    """The migration blob (or the migration itself) is past its expiry."""
+
+
+class MigrationBlobReplayed(MigrationRefused):
+    """The migration was already imported or finished on this host: a blob imports once."""
+
+
+class MigrationBlobDuplicated(MigrationRefused):
+    """This host already holds a vTM of that VM: importing would make a second copy."""
+
+
+class MigrationBlobMisdirected(MigrationRefused):
+    """The blob is for another destination (another target key) or a migration not prepared here."""
+
+
+class MigrationBlobTampered(MigrationRefused):
+    """The blob's header does not match the migration record, or authenticated decryption failed."""
+
+
+class MigrationStateMismatch(MigrationRefused):
+    """The imported vTM is not the exported one: another vEK, or vPCRs other than exported."""
 
 
 class NotFound(VrootError):

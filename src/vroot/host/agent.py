@@ -40,10 +40,11 @@ _VTM_PATH = re.compile(r"^/v1/vtms/([0-9a-fA-F-]{36})(?:/([a-z-]+))?$")
 class HostAgent:
     """One host's agent. Build with `HostAgent.start(dir)`; run with `serve()`; end with `close()`."""
 
-    def __init__(self, paths: HostPaths, host: HostTm, manager, lock_fd: int) -> None:  # noqa: ANN001
+    def __init__(self, paths: HostPaths, host: HostTm, manager, lock_fd: int, migrations=None) -> None:  # noqa: ANN001
         self.paths = paths
         self.host = host
         self.manager = manager
+        self.migrations = migrations  # vroot.migration.engine.MigrationEngine
         self.config = host.config
         self._lock_fd = lock_fd
         self._stopping = False
@@ -58,6 +59,7 @@ class HostAgent:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: Callable[[int], bytes] = os.urandom,
     ) -> HostAgent:
+        from vroot.migration.engine import MigrationEngine
         from vroot.vtm import VtmManager
 
         paths = HostPaths(directory)
@@ -76,13 +78,16 @@ class HostAgent:
                 manager = VtmManager(config, paths, host, keys, clock=clock, rng=rng)
                 for message in manager.restore():
                     log.info("%s", message)
+                migrations = MigrationEngine(manager)
+                for message in migrations.recover():  # after restore: journals decide locked vTMs
+                    log.info("%s", message)
             except BaseException:
                 host.close()
                 raise
         except BaseException:
             os.close(lock_fd)
             raise
-        return cls(paths, host, manager, lock_fd)
+        return cls(paths, host, manager, lock_fd, migrations)
 
     # -- serving ----------------------------------------------------------------------------------
 
@@ -157,6 +162,8 @@ class HostAgent:
             return self._vtm(method, match.group(1), match.group(2), body)
         if path == "/v1/deep-quote" and method == "POST":
             return 200, self.deep_quote(body).to_json()
+        if path.startswith("/v1/migrations/") and method == "POST":
+            return 200, self.migrations.handle(path.removeprefix("/v1/migrations/"), body)
         if path == "/v1/reboot" and method == "POST":
             return 200, self._reboot()
         if path == "/v1/shutdown" and method == "POST":

@@ -67,6 +67,9 @@ class VtmRecord:
     config_sha256: str
     desired: str  # "running" or "stopped": what the host agent restores after a restart
     uid: int | None = None  # the uid the vTM's swtpm runs as (VMM-S1), None: the agent's
+    # The migration holding this vTM locked (no swtpm serves the guest; nothing starts it), or None:
+    # a source between lock and finalize/abort, a destination between import and finalize.
+    locked: str | None = None
 
     def __post_init__(self) -> None:
         parse_vm_uuid(self.vm_uuid)
@@ -79,6 +82,9 @@ class VtmRecord:
 
     def with_desired(self, desired: str) -> VtmRecord:
         return replace(self, desired=desired)
+
+    def with_locked(self, migration_id: str | None) -> VtmRecord:
+        return replace(self, locked=migration_id)
 
 
 def write_record(paths: VtmPaths, record: VtmRecord) -> None:

@@ -169,6 +169,8 @@ class VtmManager:
         """Start a stopped vTM: unseal its state key (only in the host's trusted state), launch, measure."""
         vpaths = self.vtm_paths(vm_uuid)
         record = read_record(vpaths)
+        if record.locked is not None:
+            raise Conflict(f"vTM {record.vm_uuid} is locked by migration {record.locked}: it does not start")
         proc = self.processes.get(record.vm_uuid)
         if proc is not None and proc.alive:
             return self.status(record)
@@ -226,7 +228,7 @@ class VtmManager:
             if adopted is not None:
                 self.processes[record.vm_uuid] = adopted
                 messages.append(f"adopted vTM {record.vm_uuid} (pid {adopted.pid})")
-            elif record.desired == "running":
+            elif record.desired == "running" and record.locked is None:
                 try:
                     self.start(record.vm_uuid)
                     messages.append(f"restarted vTM {record.vm_uuid}")
@@ -317,12 +319,13 @@ class VtmManager:
             for path in (vpaths.state, *vpaths.state.iterdir()):
                 os.chown(path, uid, uid, follow_symlinks=False)
 
-    def _spawn(self, record: VtmRecord, vpaths: VtmPaths, key: bytes):  # noqa: ANN202
+    def _spawn(self, record: VtmRecord, vpaths: VtmPaths, key: bytes, **options):  # noqa: ANN003, ANN202
+        """Start the vTM's swtpm; `options` go to `start_swtpm` (`load_state`, `startup_clear`)."""
         from vroot.tm.swtpm import start_swtpm
 
         self._prepare_dirs(vpaths, record.uid)
         # A detached swtpm's stderr would go to an unnamed file: it logs to its state directory.
-        common = {"state_key": key, "detached": True, "log_path": vpaths.log, "runas": record.uid}
+        common = {"state_key": key, "detached": True, "log_path": vpaths.log, "runas": record.uid, **options}
         if record.transport == "tcp":
             return start_swtpm(vpaths.state, tcp_port=record.tcp_port, **common)
         return start_swtpm(vpaths.state, unix_path=vpaths.socket, ctrl_only=True, **common)
@@ -343,6 +346,17 @@ class VtmManager:
 
     def _provision_vek(self, vtm, record: VtmRecord):  # noqa: ANN001, ANN202
         """Create the vEK in the vTM, certify it with the vTM-manager key, store the certificate in NV."""
+        from vroot.tpm2 import parse_public
+
+        with vtm.create_primary_ek(record.kind) as ek:
+            vek_public = parse_public(ek.public)
+        der = self._issue_vek_certificate(vek_public, record)
+        vtm.write_ek_certificate(der, record.kind)
+        return vek_public, der
+
+    def _issue_vek_certificate(self, vek_public, record: VtmRecord) -> bytes:  # noqa: ANN001
+        """A vEK certificate (DER) for `vek_public`, signed inside the host TM by the vTM-manager key
+        (only in the host's trusted state; VMM-F4, MIG-10)."""
         import uuid
 
         from cryptography import x509
@@ -352,8 +366,6 @@ class VtmManager:
         from vroot.tm import PolicyPcr
         from vroot.tpm2 import parse_public
 
-        with vtm.create_primary_ek(record.kind) as ek:
-            vek_public = parse_public(ek.public)
         policy = [PolicyPcr.of(self.config.trusted_selection)]
         with self.host.client.persistent(MANAGER_HANDLE) as manager:
             certificate = issue_vek_certificate(
@@ -365,9 +377,7 @@ class VtmManager:
                 serial=x509.random_serial_number(),
                 sign_digest=lambda digest: self.host.client.sign_digest(manager, digest, policy=policy),
             )
-        der = certificate.public_bytes(Encoding.DER)
-        vtm.write_ek_certificate(der, record.kind)
-        return vek_public, der
+        return certificate.public_bytes(Encoding.DER)
 
     def _measure_launch(self, record: VtmRecord) -> None:
         if self._swtpm_sha256 is None:
