@@ -229,7 +229,7 @@ class MigrationEngine:
                 tcp_port=tcp_port,
             )
             timings.update(install)
-        except BaseException as exc:
+        except Exception as exc:  # a crash (the process killed) leaves this to recover()
             self._save(journal, "prepared", detail=f"import failed: {type(exc).__name__}")
             raise
         self._save(journal, "imported")
@@ -345,7 +345,7 @@ class MigrationEngine:
             blob = self._seal(ticket, locked, target)
             timings["seal_ms"] = _ms(t0)
             self.journals.save_blob(ticket.migration_id, blob)
-        except BaseException as exc:
+        except Exception as exc:  # a crash (the process killed) leaves this to recover()
             try:
                 vtm_migration.resume(self.manager, ticket.vm_uuid, ticket.migration_id)
             finally:

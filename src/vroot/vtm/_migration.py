@@ -244,6 +244,7 @@ def install_migrated(
         proc = manager._spawn(
             record, vpaths, key, load_state=SwtpmState(permanent=permanent, volatile=volatile)
         )
+        write_pid(vpaths, proc.pid)  # a crash from here leaves a half-made vTM that restore() stops and removes
         timings["start_vtm_ms"] = _ms(t0)
         t0 = time.perf_counter()
         with manager.open_vtm(vm_uuid, process=proc) as vtm:
@@ -268,9 +269,10 @@ def install_migrated(
         _store_volatile(proc)
         proc.stop()
         proc = None
+        write_pid(vpaths, None)
         write_record(vpaths, record)
         timings["park_ms"] = _ms(t0)
-    except BaseException:
+    except Exception:  # a crash instead leaves the half-made directory to restore() and recover()
         if proc is not None:
             proc.stop()
         shutil.rmtree(vpaths.root, ignore_errors=True)

@@ -403,8 +403,27 @@ class VtmManager:
                     pid, state_dir=vpaths.state, unix_path=vpaths.socket, ctrl_only=True
                 ).stop()
             except SwtpmError:
-                pass
+                port = _tcp_port_of(pid)  # a TCP vTM (an interrupted import): its record is not there to say
+                if port is not None:
+                    try:
+                        SwtpmProcess.adopt(pid, state_dir=vpaths.state, tcp_port=port).stop()
+                    except SwtpmError:
+                        pass
         shutil.rmtree(vpaths.root, ignore_errors=True)
+
+
+def _tcp_port_of(pid: int) -> int | None:
+    """The data port in a swtpm's `--server type=tcp,port=N` (from /proc), or None."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    for arg in argv:
+        if arg.startswith("type=tcp,"):
+            options = dict(part.partition("=")[::2] for part in arg.split(","))
+            if options.get("port", "").isdigit():
+                return int(options["port"])
+    return None
 
 
 def _with_config_digest(record: VtmRecord) -> VtmRecord:
