@@ -40,6 +40,9 @@ def init(
     ),
     flavour: str = typer.Option("default", "--flavour", help="Build of the simulated boot components."),
     label: list[str] = typer.Option([], "--label", help="key=value label for placement (repeatable)."),
+    ek_kind: str = typer.Option(
+        "ecc", "--ek-kind", help="ecc (P-256) or rsa (2048): the EK whose certificate the TM's NV holds."
+    ),
     force: bool = typer.Option(False, "--force", help="Provision an existing host again."),
 ) -> None:
     """Create a host directory and provision its TM (EK + certificate, AK, vTM-manager key)."""
@@ -65,6 +68,7 @@ def init(
         mode="simulate" if simulate else "device",
         tcti=tcti,
         labels=labels,
+        ek_kind=ek_kind,
         boot_log=str(boot_log.absolute()) if boot_log else None,
         ima_log=str(ima_log.absolute()) if ima_log else None,
     )
