@@ -61,6 +61,7 @@ class VtmStatus:
             "running": self.running,
             "pid": self.pid,
             "desired": self.record.desired,
+            "locked": self.record.locked,  # the migration holding it locked, or None
             "vek_name": self.record.vek_name,
             "created_at": self.record.created_at,
         }
