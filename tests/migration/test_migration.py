@@ -193,7 +193,11 @@ def test_prepared_target_is_certified_for_this_migration(hosts):
     a, b = hosts("host-a"), hosts("host-b")
     vm = a.create_vtm()
     t = ticket(a, b, vm)
-    target = prepare(a, b, t)
+    target = step(b, "prepare-migration-in", {"ticket": t.to_json()})  # the controller's task kind
+    assert target == {**prepare(a, b, t), "timings": target["timings"]} | {
+        "certify_attest": target["certify_attest"],
+        "certify_signature": target["certify_signature"],
+    }  # idempotent while prepared: the same target key, certified again
     parts = {k: base64.b64decode(target[k]) for k in ("target_public", "certify_attest", "certify_signature")}
     verified = verify_target(**parts, ak_public=b.ak_public, migration_id=t.migration_id, nonce=t.nonce)
     assert verified.area.object_attributes & 0x30012 == 0x30012  # fixedTPM, fixedParent, restricted, decrypt

@@ -163,3 +163,14 @@ def test_software_key_without_a_tm_certification_is_refused():
         verify_target(target_public=area.encode(sized=True), certify_attest=b"\xff\x54\x43\x47" + bytes(40),
                       certify_signature=bytes(8), ak_public=ak.encode(sized=True),
                       migration_id=str(uuid.uuid4()), nonce=bytes(32))  # fmt: skip
+
+
+def test_ticket_expiry_as_rfc3339_and_qualifying_data_formula():
+    """MIG-4: expires_at may be RFC 3339 (as the controller writes it); the qualifying data is
+    SHA-256(16 UUID bytes ‖ nonce), the controller's own formula."""
+    t = _ticket()
+    doc = {**t.to_json(), "expires_at": "2033-05-18T03:33:20+00:00"}
+    assert MigrationTicket.from_json(doc).expires_at == 2_000_000_000
+    with pytest.raises(InvalidInput):
+        MigrationTicket.from_json({**doc, "expires_at": "2033-05-18T03:33:20"})
+    assert t.qualifying_data == hashlib.sha256(uuid.UUID(t.migration_id).bytes + t.nonce).digest()

@@ -56,6 +56,8 @@ from vroot.vtm import _migration as vtm_migration
 
 __all__ = ["MigrationEngine", "STEPS"]
 
+# The controller's task kinds (DESIGN.md section 5) for the steps named here otherwise.
+_TASK_KINDS = {"prepare-migration-in": "prepare-in", "migrate-out": "export-out", "import": "import-in"}
 STEPS = (
     "prepare-in",
     "export-out",
@@ -481,6 +483,9 @@ class MigrationEngine:
         """Run one step from its JSON request (the agent API and controller tasks)."""
         if not isinstance(body, dict):
             raise InvalidInput("a migration step takes a JSON object")
+        step = _TASK_KINDS.get(step, step)
+        if isinstance(body.get("target"), dict):  # the target as prepare-in returned it, nested
+            body = {**body["target"], **{k: v for k, v in body.items() if k != "target"}}
         if step == "prepare-in":
             return self.prepare_in(MigrationTicket.from_json(body.get("ticket")))
         if step == "export-out":

@@ -41,7 +41,6 @@ __all__ = [
     "verify_target",
 ]
 
-_QD_LABEL = b"vroot vTM migration target\0"
 A = ObjectAttributes
 TARGET_REQUIRED_ATTRIBUTES = A.FIXEDTPM | A.FIXEDPARENT | A.RESTRICTED | A.DECRYPT
 
@@ -55,9 +54,23 @@ def parse_migration_id(text: object) -> str:
 
 
 def target_qualifying_data(migration_id: str, nonce: bytes) -> bytes:
-    """H(migration id ‖ nonce): the qualifying data of the target key's certification (MIG-4)."""
-    mid = parse_migration_id(migration_id).encode()
-    return hashlib.sha256(_QD_LABEL + mid + b"\0" + bytes(nonce)).digest()
+    """SHA-256(migration id as 16 UUID bytes ‖ nonce): the qualifying data of the target key's
+    certification (MIG-4); the same formula as `vroot.controller`'s, so the controller verifies it too."""
+    return hashlib.sha256(uuid.UUID(parse_migration_id(migration_id)).bytes + bytes(nonce)).digest()
+
+
+def _unix_time(value: object) -> int:
+    """Unix seconds from an integer or an RFC 3339 string with a time zone."""
+    if isinstance(value, str):
+        from datetime import datetime
+
+        when = datetime.fromisoformat(value)
+        if when.tzinfo is None:
+            raise ValueError("expires_at needs a time zone")
+        return int(when.timestamp())
+    if type(value) is not int:
+        raise ValueError("expires_at must be Unix seconds or an RFC 3339 time")
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,7 +132,7 @@ class MigrationTicket:
                 vm_uuid=doc["vm_uuid"],
                 vek_name=bytes.fromhex(doc["vek_name"]),
                 nonce=bytes.fromhex(doc["nonce"]),
-                expires_at=doc["expires_at"],
+                expires_at=_unix_time(doc["expires_at"]),
                 source_host=doc["source_host"],
                 destination_host=doc["destination_host"],
             )
