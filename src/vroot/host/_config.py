@@ -6,6 +6,7 @@
     DIR/keys/                 TM-wrapped key blobs and public parts; the EK certificate
     DIR/logs/                 boot log, IMA log, vTM launch log (PCR 14)
     DIR/vtms/<vm-uuid>/       one directory per vTM (mode 0700)
+    DIR/migrations/           one journal per vTM migration (`vroot.migration`), the source's blob
     DIR/agent.sock            the host agent's local API (mode 0600)
 
 Nothing secret is stored in the clear here: key blobs are wrapped by the TM, the vTM state keys

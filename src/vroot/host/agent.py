@@ -4,6 +4,8 @@ On start it takes the host directory's lock (one agent per host), connects to th
 (adopting a simulated host's running swtpm, or starting and booting it), re-adopts the vTMs
 whose swtpm still runs and restarts those that should run. Then it serves the local API
 (`_localapi`) one request at a time and, between requests, restarts any vTM whose swtpm died.
+Migration steps (`vroot.migration.engine`) are `POST /v1/migrations/<step>`; the engine's journals
+are recovered at start, after the vTMs are restored.
 SIGTERM or SIGINT stops it; vTMs keep running unless the shutdown asks to stop them.
 """
 
