@@ -22,6 +22,9 @@ def test_baseline_versions(store: Store) -> None:
         store.baselines.add(name="fw-2024", document={}, now=NOW, version=2)
     assert store.baselines.add(name="fw-2024", document={}, now=NOW, version=7).version == 7
     assert store.baselines.add(name="fw-2024", document={}, now=NOW).version == 8
+    assert store.baselines.newest_version("fw-2024") == 8 == store.baselines.get("fw-2024").version
+    with pytest.raises(NotFound):
+        store.baselines.newest_version("nothing")
     with pytest.raises(NotFound, match="version 3"):
         store.baselines.get("fw-2024", 3)
     with pytest.raises(NotFound):

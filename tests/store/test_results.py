@@ -150,3 +150,30 @@ def test_ima_state_racing_puts_one_wins(store: Store, open_store) -> None:
         isinstance(o, Conflict) for o in outcomes if isinstance(o, BaseException)
     )
     assert store.ima_state.get("host:h1") == winners[0]
+
+
+def test_ra6_due_agents_are_those_without_a_result_since_the_cutoff(store: Store) -> None:
+    """RA-6: the scheduler's one query: active agents of the given groups whose newest result is
+    missing or not newer than the cutoff; guests only when asked, and only on an active host."""
+    from vroot.store import AgentState
+
+    active = {"state": AgentState.ACTIVE, "group": "fleet"}
+    add_host(store, "host:fresh", **active)
+    add_host(store, "host:stale", **active)
+    add_host(store, "host:never", **active)
+    add_host(store, "host:other-group", state=AgentState.ACTIVE, group="lab")
+    add_host(store, "host:enrolling", group="fleet")
+    add_host(store, "host:down", state=AgentState.REVOKED, group="fleet")
+    add_guest(store, "vm:on-fresh", host_id="host:fresh", **active)
+    add_guest(store, "vm:on-down", host_id="host:down", **active)
+    store.results.record(result("host:fresh"), now=NOW - timedelta(minutes=5))
+    store.results.record(result("host:fresh"), now=NOW)  # the newest one counts, not the first
+    store.results.record(result("host:stale"), now=NOW - timedelta(minutes=2))
+    store.results.record(result("host:stale"), now=NOW - timedelta(minutes=1))
+    cutoff = NOW - timedelta(seconds=60)
+    assert store.results.due(groups=["fleet"], cutoff=cutoff, guests=False) == ["host:never", "host:stale"]
+    assert store.results.due(groups=["fleet"], cutoff=cutoff, guests=True) == ["host:never", "host:stale",
+                                                                              "vm:on-fresh"]  # fmt: skip
+    assert store.results.due(groups=["fleet", "lab"], cutoff=NOW, guests=False) == [
+        "host:fresh", "host:never", "host:other-group", "host:stale"]  # fmt: skip
+    assert store.results.due(groups=[], cutoff=NOW, guests=True) == []

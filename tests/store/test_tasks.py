@@ -217,3 +217,42 @@ def test_enqueue_wakes_listener_after_commit(store: Store) -> None:
         got = listener.wait(10)
         thread.join()
     assert [(n.channel, n.payload) for n in got] == [(TASKS_CHANNEL, "host:h1")]
+
+
+def test_ra2_enqueue_challenge_stores_the_nonce_with_its_task_or_not_at_all(store: Store) -> None:
+    """RA-2: a challenge task and its single-use nonce are committed together; when an open task of
+    the key is returned instead, the new nonce is not stored (it could never be answered)."""
+    from vroot.errors import NonceUnknown
+
+    add_host(store)
+    first, second = b"\x01" * 32, b"\x02" * 32
+    kw = {"agent_id": "host:h1", "kind": "attest", "key": "attest", "purpose": "attest",
+          "expires_at": NOW + timedelta(minutes=2), "now": NOW}  # fmt: skip
+    task = store.tasks.enqueue_challenge(nonce=first, payload={"nonce": first.hex()}, **kw)
+    assert task.state is TaskState.QUEUED and task.payload == {"nonce": first.hex()}
+    again = store.tasks.enqueue_challenge(nonce=second, payload={"nonce": second.hex()}, **kw)
+    assert again.id == task.id and again.payload == {"nonce": first.hex()}
+    assert store.nonces.find(second) is None
+    used = store.nonces.consume(first, agent_id="host:h1", purpose="attest", now=NOW + timedelta(seconds=1))
+    assert used.issued_at == NOW and used.expires_at == NOW + timedelta(minutes=2)
+    with pytest.raises(NonceUnknown):
+        store.nonces.consume(second, agent_id="host:h1", purpose="attest", now=NOW)
+    with pytest.raises(NotFound):
+        store.tasks.enqueue_challenge(**{**kw, "agent_id": "host:nobody"}, nonce=second, payload={})
+    with pytest.raises(InvalidInput):
+        store.tasks.enqueue_challenge(**{**kw, "key": "other"}, nonce=b"short", payload={})
+    assert store.nonces.find(second) is None
+
+
+def test_lease_of_an_agent_with_nothing_leasable_changes_nothing(store: Store) -> None:
+    """A long-poll that finds no task (the common case) leases nothing, and finished tasks stay as
+    they are; a task queued afterwards is leased at the next call."""
+    add_host(store)
+    done = store.tasks.enqueue(agent_id="host:h1", kind="attest", payload=1, now=NOW)
+    store.tasks.lease(agent_id="host:h1", owner="host:h1", now=NOW, lease_seconds=30)
+    store.tasks.complete(done.id, owner="host:h1", result={"ok": 1}, now=NOW)
+    assert store.tasks.lease(agent_id="host:h1", owner="host:h1", now=NOW, lease_seconds=30) == []
+    assert store.tasks.get(done.id).state is TaskState.DONE
+    queued = store.tasks.enqueue(agent_id="host:h1", kind="attest", payload=2, now=NOW)
+    assert [t.id for t in store.tasks.lease(agent_id="host:h1", owner="host:h1", now=NOW, lease_seconds=30)] == [
+        queued.id]  # fmt: skip

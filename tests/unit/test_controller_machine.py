@@ -25,11 +25,12 @@ from vroot.errors import InvalidInput, VerificationError
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 MIG, VM = uuid.UUID(int=1), uuid.UUID(int=2)
 OK = Checks()
+VEK = b"\x00\x0b" + bytes(range(32))
 
 
 def fresh():  # noqa: ANN201
     return start(migration_id=MIG, vm_uuid=VM, source="host:a", destination="host:b", trigger="operator",
-                 nonce=bytes(range(32)), now=T0, timeout=timedelta(seconds=30))  # fmt: skip
+                 nonce=bytes(range(32)), now=T0, timeout=timedelta(seconds=30), vek_name=VEK)  # fmt: skip
 
 
 def answer(m, kind, agent, result=None, ok=True, at=1, checks=OK):  # noqa: ANN001, ANN201
@@ -46,15 +47,18 @@ def through_import(checks=OK):  # noqa: ANN001, ANN201
 def test_mc_f2_mc_f3_happy_path_tasks_in_order_with_step_times():
     m = fresh()
     (t,) = tasks_for(m)
-    assert (t.kind, t.agent_id, t.args["nonce"]) == ("prepare-migration-in", "host:b", bytes(range(32)).hex())
+    assert (t.kind, t.agent_id, t.args["ticket"]["nonce"]) == ("prepare-migration-in", "host:b", bytes(range(32)).hex())
+    assert (t.args["ticket"]["source_host"], t.args["ticket"]["destination_host"]) == ("a", "b")
+    assert t.args["ticket"]["expires_at"] == int((T0 + timedelta(seconds=30)).timestamp())
     assert t.key == f"mig:{MIG}:prepare-migration-in"
     m = answer(m, "prepare-migration-in", "host:b", {"target_public": "T"})
     (t,) = tasks_for(m)
     assert (m.state, t.kind, t.agent_id, t.args["target"]) == (MigrationState.EXPORTING, "migrate-out", "host:a",
                                                                {"target_public": "T"})  # fmt: skip
+    assert t.args["ticket"] == m.ticket and t.args["destination_ak_public"] == ""
     m = answer(m, "migrate-out", "host:a", {"blob": "B"}, at=2)
     (t,) = tasks_for(m)
-    assert (t.kind, t.agent_id, t.args["blob"]) == ("import", "host:b", {"blob": "B"})
+    assert (t.kind, t.agent_id, t.args["blob"]) == ("import", "host:b", "B")
     m = answer(m, "import", "host:b", {"proof": "P"}, at=3)
     assert m.state is MigrationState.COMMITTED and m.proof == {"proof": "P"}
     assert {(t.kind, t.agent_id) for t in tasks_for(m)} == {("finalize-in", "host:b"), ("finalize-out", "host:a")}
@@ -125,7 +129,7 @@ def test_mc_f2_a_restarted_controller_asks_for_the_same_tasks():
 def test_mig1_no_migration_to_itself_or_with_a_short_nonce():
     with pytest.raises(InvalidInput, match="cannot migrate to the host it is on"):
         start(migration_id=MIG, vm_uuid=VM, source="host:a", destination="host:a", trigger="x",
-              nonce=bytes(32), now=T0, timeout=timedelta(seconds=1))  # fmt: skip
+              nonce=bytes(32), now=T0, timeout=timedelta(seconds=1), vek_name=VEK)  # fmt: skip
     with pytest.raises(InvalidInput, match="at least 16 bytes"):
         start(migration_id=MIG, vm_uuid=VM, source="host:a", destination="host:b", trigger="x",
-              nonce=bytes(8), now=T0, timeout=timedelta(seconds=1))  # fmt: skip
+              nonce=bytes(8), now=T0, timeout=timedelta(seconds=1), vek_name=VEK)  # fmt: skip

@@ -19,6 +19,7 @@ the order of things and nothing of keys.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import uuid
 from collections.abc import Callable, Mapping
@@ -81,6 +82,10 @@ class Migration:
     created_at: datetime
     deadline: datetime  # before commit: abort when passed
     steps: tuple[Step, ...] = ()
+    # What both engines must agree on (vroot.migration's ticket: ids, vEK name, nonce, expiry,
+    # hosts) and the destination's AK public area from the controller's own records (base64).
+    ticket: Mapping[str, Any] = field(default_factory=dict)
+    destination_ak_public: str = ""
     target: Mapping[str, Any] | None = None  # the destination's verified target key (public, certify)
     blob: Mapping[str, Any] | None = None  # the source's blob, stored but unreadable to the controller
     proof: Mapping[str, Any] | None = None  # the destination's proof of life
@@ -122,15 +127,22 @@ def target_qualifying_data(migration_id: uuid.UUID, nonce: bytes) -> bytes:
 
 
 def start(*, migration_id: uuid.UUID, vm_uuid: uuid.UUID, source: str, destination: str, trigger: str,
-          nonce: bytes, now: datetime, timeout: timedelta) -> Migration:  # fmt: skip
-    """A new migration, waiting for the destination's target key."""
+          nonce: bytes, now: datetime, timeout: timedelta, vek_name: bytes,
+          destination_ak_public: bytes = b"") -> Migration:  # fmt: skip
+    """A new migration, waiting for the destination's target key. `vek_name` is the vTM's vEK
+    name as the controller enrolled it; engines refuse a vTM whose vEK differs."""
     if source == destination:
         raise InvalidInput("a vTM cannot migrate to the host it is on")
     if len(nonce) < 16:
         raise InvalidInput("the migration nonce must be at least 16 bytes")
+    deadline = now + timeout
+    ticket = {"migration_id": str(migration_id), "vm_uuid": str(vm_uuid), "vek_name": vek_name.hex(),
+              "nonce": nonce.hex(), "expires_at": int(deadline.timestamp()),
+              "source_host": source.removeprefix("host:"), "destination_host": destination.removeprefix("host:")}  # fmt: skip
     return Migration(id=migration_id, vm_uuid=vm_uuid, source=source, destination=destination, trigger=trigger,
-                     state=MigrationState.PREPARING, nonce=nonce, created_at=now, deadline=now + timeout,
-                     steps=(Step(name="prepare", started_at=now),))  # fmt: skip
+                     state=MigrationState.PREPARING, nonce=nonce, created_at=now, deadline=deadline,
+                     steps=(Step(name="prepare", started_at=now),), ticket=ticket,
+                     destination_ak_public=base64.b64encode(destination_ak_public).decode())  # fmt: skip
 
 
 def _b(migration: Migration) -> dict[str, Any]:
@@ -141,15 +153,14 @@ def tasks_for(m: Migration) -> list[TaskSpec]:
     """The engine tasks the state `m` is in needs open (none when waiting on nothing)."""
     base = _b(m)
     if m.state is MigrationState.PREPARING:
-        return [TaskSpec("prepare-migration-in", m.destination, {**base, "source": m.source, "nonce": m.nonce.hex()})]
+        return [TaskSpec("prepare-migration-in", m.destination, {**base, "ticket": dict(m.ticket)})]
     if m.state is MigrationState.EXPORTING:
         assert m.target is not None
-        return [TaskSpec("migrate-out", m.source, {**base, "destination": m.destination, "target": dict(m.target),
-                                                   "expires_at": m.deadline.isoformat()})]  # fmt: skip
+        return [TaskSpec("migrate-out", m.source, {**base, "ticket": dict(m.ticket), "target": dict(m.target),
+                                                   "destination_ak_public": m.destination_ak_public})]  # fmt: skip
     if m.state is MigrationState.IMPORTING:
         assert m.blob is not None
-        return [TaskSpec("import", m.destination, {**base, "source": m.source, "blob": dict(m.blob),
-                                                   "nonce": m.nonce.hex()})]  # fmt: skip
+        return [TaskSpec("import", m.destination, {**base, "blob": m.blob["blob"]})]
     if m.state is MigrationState.COMMITTED:
         return [TaskSpec(kind, agent, base) for kind, agent, side in
                 (("finalize-in", m.destination, "destination"), ("finalize-out", m.source, "source"))

@@ -52,7 +52,16 @@ from vroot.server._judge import Judge, Judged
 from vroot.server._library import Library
 from vroot.server._services import Services
 from vroot.server._verdict import failure_finding, finding_json
-from vroot.store import AgentKind, AgentRecord, AgentState, ResultRecord, TaskRecord, TaskState, Verdict
+from vroot.store import (
+    NONCE_SIZE,
+    AgentKind,
+    AgentRecord,
+    AgentState,
+    ResultRecord,
+    TaskRecord,
+    TaskState,
+    Verdict,
+)
 
 __all__ = ["ATTEST", "Attestations", "host_evidence", "payload_expired", "task_nonce"]
 
@@ -129,9 +138,11 @@ class Attestations:
             raise E.Conflict(f"agent {agent.id} is {agent.state.value}; only active agents are attested")
         for _ in range(2):
             now = self._s.clock()
-            nonce = self._store.nonces.issue(agent_id=agent.id, purpose=ATTEST, now=now, ttl=self._ttl, rng=self._s.rng)
+            nonce = self._s.rng(NONCE_SIZE)
             body = {"nonce": nonce.hex(), "expires_at": (now + self._ttl).isoformat(), **payload}
-            task = self._store.tasks.enqueue(agent_id=agent.id, kind=ATTEST, payload=body, key=ATTEST, now=now)
+            task = self._store.tasks.enqueue_challenge(agent_id=agent.id, kind=ATTEST, key=ATTEST, nonce=nonce,
+                                                       purpose=ATTEST, expires_at=now + self._ttl, payload=body,
+                                                       now=now)  # fmt: skip
             if task.state is not TaskState.QUEUED or not payload_expired(task, now):
                 return task
             try:

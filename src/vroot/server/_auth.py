@@ -11,6 +11,9 @@ against the store (so a revocation takes effect at the next request, on every re
     its serial is the client serial of an agent, that agent is active, and it is the agent named
     in the request path (and in the certificate).
 
+The certificate's verification (decoding, chain, clientAuth, CN) is done once per certificate and
+reused while it and the operations CA are valid (`_certcache`); the store checks run every time.
+
 Proves: the peer holds the key of a certificate the operations CA issued to that active agent.
 Does not prove: anything about the agent's platform (attest it).
 
@@ -28,7 +31,8 @@ from datetime import datetime
 from cryptography import x509
 
 from vroot.errors import CertificateInvalid, InvalidInput, Revoked, VerificationError
-from vroot.pca import verify_client_certificate
+from vroot.pca import VerifiedClientCertificate, verify_client_certificate
+from vroot.server._certcache import VerifiedCache, validity_window
 from vroot.store import AgentRecord, AgentState, Store
 
 __all__ = [
@@ -85,6 +89,18 @@ class AgentAuthenticator:
         self._store = store
         self._ops = ops_certificate
         self._clock = clock
+        self._verified: VerifiedCache[VerifiedClientCertificate] = VerifiedCache()
+
+    def _verify(self, pem: str, now: datetime) -> tuple[VerifiedClientCertificate, tuple[datetime, datetime]]:
+        try:
+            cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+        except (ValueError, UnicodeEncodeError):
+            raise Unauthenticated("the client certificate does not decode") from None
+        try:
+            verified = verify_client_certificate(cert, ops_certificate=self._ops, now=now)
+        except (CertificateInvalid, InvalidInput) as exc:
+            raise Unauthenticated(f"client certificate refused: {exc}") from exc
+        return verified, validity_window(cert, self._ops)
 
     def authenticate(self, chain: Sequence[str], *, agent_id: str) -> AgentRecord:
         """The active agent `agent_id`, if `chain` (PEM, leaf first, as in the ASGI TLS extension)
@@ -92,14 +108,8 @@ class AgentAuthenticator:
         Revoked, Forbidden (not this agent's, or the agent is not active)."""
         if not chain:
             raise Unauthenticated("agent endpoints need the client certificate issued at enrollment")
-        try:
-            cert = x509.load_pem_x509_certificate(chain[0].encode("ascii"))
-        except (ValueError, UnicodeEncodeError):
-            raise Unauthenticated("the client certificate does not decode") from None
-        try:
-            verified = verify_client_certificate(cert, ops_certificate=self._ops, now=self._clock())
-        except (CertificateInvalid, InvalidInput) as exc:
-            raise Unauthenticated(f"client certificate refused: {exc}") from exc
+        now = self._clock()
+        verified = self._verified.get(chain[0], now, lambda: self._verify(chain[0], now))
         if self._store.revocations.is_revoked(verified.serial):
             raise Revoked(f"client certificate serial 0x{verified.serial:x} of {verified.agent_id} is revoked")
         agent = self._store.agents.by_client_serial(verified.serial)

@@ -22,7 +22,7 @@ quote by `appraise` (a stale state fails that replay, and the caller starts over
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -34,7 +34,7 @@ from vroot.errors import Conflict, InvalidInput, NotFound, VerificationError
 from vroot.store import ImaStateRecord, ResultRecord, Store, Verdict
 from vroot.tpm2 import HashAlg
 
-__all__ = ["IMA_CLAIM", "ImaStates", "StoredImaState"]
+__all__ = ["IMA_CLAIM", "ImaStates", "StoredImaState", "newest_results"]
 
 log = logging.getLogger("vroot.server")
 IMA_PCR = 10
@@ -66,6 +66,15 @@ def _ima_claim(result: ResultRecord, public_key: ec.EllipticCurvePublicKey, now:
     return {**claim, "policy_id": submodule.get("ear.appraisal-policy-id")}
 
 
+def newest_results(store: Store, agent_id: str, *, limit: int) -> Iterator[ResultRecord]:
+    """The agent's last `limit` results, newest first, read as they are needed: the newest alone
+    first (usually all a caller looks at), then the others in one read."""
+    first = store.results.history(agent_id, limit=1)
+    yield from first
+    if first and limit > 1:
+        yield from store.results.history(agent_id, limit=limit - 1, before_id=first[0].id)
+
+
 class ImaStates:
     """Loads and stores agents' incremental IMA state. Raises only `vroot.errors`."""
 
@@ -84,7 +93,7 @@ class ImaStates:
         if record.reset_count != reset_count:
             return fresh
         source = None
-        for result in self._store.results.history(agent_id, limit=HISTORY_SCAN):
+        for result in newest_results(self._store, agent_id, limit=HISTORY_SCAN):
             if result.reset_count is None:  # a failure before the quote was read
                 continue
             if result.reset_count != reset_count:

@@ -30,8 +30,9 @@ from vroot import errors as E
 from vroot.attestation import VerifiedQuote
 from vroot.attestation.ear import ear_claims, sign_ear
 from vroot.baseline import Appraisal, AppraisalInput, ImaAppraisalState, appraise
-from vroot.pca import verify_ak_certificate
-from vroot.server._imastate import ImaStates
+from vroot.pca import VerifiedAkCertificate, verify_ak_certificate
+from vroot.server._certcache import VerifiedCache, validity_window
+from vroot.server._imastate import ImaStates, newest_results
 from vroot.server._library import Library, ResolvedPolicy
 from vroot.server._services import Services
 from vroot.server._verdict import (
@@ -105,6 +106,9 @@ class Judge:
         self._ima = ImaStates(services.store, result_key=services.keys.result_signing_key.public_key(),
                               clock=services.clock)  # fmt: skip
         self._build = f"vroot {__version__}"
+        # (AK certificate, AK public) -> what verify_ak_certificate proved, while both it and the PCA
+        # certificate are valid; who it names, the virtual mark and revocation are checked every time
+        self._ak_certificates: VerifiedCache[tuple[VerifiedAkCertificate, PublicArea]] = VerifiedCache()
 
     def identity(self, agent_id: str, *, now: datetime, virtual: bool = False) -> tuple[AgentRecord, PublicArea]:
         """The active agent and its ENROLLED AK (or vAK), after checking that its AK certificate chains
@@ -115,9 +119,8 @@ class Judge:
             raise E.Revoked(f"agent {agent_id} is {agent.state.value}")
         if not agent.ak_public or not agent.ak_certificate:
             raise E.CertificateInvalid(f"agent {agent_id} has no AK certificate")
-        ak = parse_public(agent.ak_public)
-        cert = verify_ak_certificate(agent.ak_certificate, pca_certificate=self._s.keys.pca.certificate, ak_public=ak,
-                                     now=now)  # fmt: skip
+        key = (agent.ak_certificate, agent.ak_public)
+        cert, ak = self._ak_certificates.get(key, now, lambda: self._verify_ak(agent, now))
         if cert.agent_id != agent_id:
             raise E.CertificateInvalid(f"the AK certificate of {agent_id} names {cert.agent_id}")
         if cert.virtual != virtual:
@@ -129,10 +132,18 @@ class Judge:
                             f"{revocation.revoked_at.isoformat()} ({revocation.reason or 'no reason'})")  # fmt: skip
         return agent, ak
 
+    def _verify_ak(self, agent: AgentRecord, now: datetime) -> tuple[tuple[VerifiedAkCertificate, PublicArea],
+                                                                      tuple[datetime, datetime]]:  # fmt: skip
+        assert agent.ak_public is not None and agent.ak_certificate is not None
+        ak = parse_public(agent.ak_public)
+        pca = self._s.keys.pca.certificate
+        cert = verify_ak_certificate(agent.ak_certificate, pca_certificate=pca, ak_public=ak, now=now)
+        return (cert, ak), validity_window(cert.certificate, pca)
+
     def counters(self, agent_id: str, quote: VerifiedQuote) -> bool:
         """True if the TM was reset since the agent's previous result; ClockRegressed if its clock
         went back while neither counter moved."""
-        for previous in self._store.results.history(agent_id, limit=COUNTER_SCAN):
+        for previous in newest_results(self._store, agent_id, limit=COUNTER_SCAN):
             if previous.reset_count is None:
                 continue
             if previous.reset_count != quote.reset_count:

@@ -154,7 +154,7 @@ class Library:
         )
         assert policy.baseline is not None  # put_policy refuses a policy without one
         pin = policy_pin(record)
-        version = pin if pin is not None else self._store.baselines.get(policy.baseline).version
+        version = pin if pin is not None else self._store.baselines.newest_version(policy.baseline)
         return ResolvedPolicy(group=group, policy=policy, policy_version=record.version,
                               baseline=self.baseline(policy.baseline, version), baseline_name=policy.baseline,
                               baseline_version=version)  # fmt: skip

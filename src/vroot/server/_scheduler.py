@@ -29,7 +29,7 @@ from vroot.server._attest import Attestations
 from vroot.server._deep import DeepAttestations
 from vroot.server._guests import GUEST_PREFIX
 from vroot.server._threads import ServiceThread
-from vroot.store import AgentKind, AgentState, Store
+from vroot.store import Store
 
 __all__ = ["Scheduler"]
 
@@ -60,13 +60,8 @@ class Scheduler(ServiceThread):
         groups = {p.group for p in self._store.policies.list()}
         if not groups:
             return []
-        active = self._store.agents.list(state=AgentState.ACTIVE)
-        hosts = {a.id for a in active if a.kind is AgentKind.HOST}
-        agents = [a for a in active if a.group in groups and (a.kind is AgentKind.HOST or (
-            self._deep is not None and a.host_id in hosts))]  # fmt: skip
-        latest = self._store.results.latest_for(a.id for a in agents)
-        cutoff = self._clock() - self._interval
-        return [a.id for a in agents if a.id not in latest or latest[a.id].created_at <= cutoff]
+        return self._store.results.due(groups=groups, cutoff=self._clock() - self._interval,
+                                       guests=self._deep is not None)  # fmt: skip
 
     def tick(self) -> list[str]:
         """Request an attestation of every due host not asked for lately; the agents asked."""

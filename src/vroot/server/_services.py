@@ -28,6 +28,10 @@ __all__ = ["Clock", "ManufacturerTrust", "Rng", "Services", "load_certificates",
 Clock = Callable[[], datetime]
 Rng = Callable[[int], bytes]
 MAX_PEM_BYTES = 1 << 20
+# Database connections kept open (as many again may be opened for a while): about the worker
+# threads that use the store at once (the HTTP thread pool's 40, the scheduler, the webhooks), so
+# that a busy server does not open and close a connection for most transactions.
+POOL_SIZE = 24
 
 
 def system_clock() -> datetime:
@@ -89,7 +93,7 @@ class Services:
         keys from `settings.keys_dir` and the manufacturer CAs. Close with `close()`."""
         keys = load_pca(settings.keys_dir)
         trust = ManufacturerTrust.from_files(settings.manufacturer_cas)
-        store = Store.open(settings.database_url)
+        store = Store.open(settings.database_url, pool_size=POOL_SIZE)
         try:
             if migrate:
                 store.migrate()

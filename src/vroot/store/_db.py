@@ -1,9 +1,15 @@
 """Engine, transactions, and the one edge where database errors become vroot errors.
 
-SQLite (a file): WAL journal, foreign keys on, a busy timeout. Python's sqlite3 module is told to keep
+SQLite (a file): WAL journal with synchronous=NORMAL (a commit is not fsynced; the WAL is at each
+checkpoint: a crash of the server process loses nothing committed, a power loss or OS crash may
+undo the last transactions before it but never corrupts the file), foreign keys on, a busy timeout. Python's sqlite3 module is told to keep
 out of transaction control and the store issues BEGIN itself: `BEGIN IMMEDIATE` for every write
 transaction, so writers queue on SQLite's lock (up to the busy timeout) instead of failing when a
 read lock cannot be upgraded, and a read-modify-write (a task lease) sees no other writer.
+Writers of one process also queue on one lock of the `Database` before BEGIN IMMEDIATE: SQLite's
+busy handler sleeps 1, 2, 5 ... 100 ms between tries while the lock may long be free, so
+without it a burst of writers waits in that handler far longer than the writes take. (Another
+process writing the same file still meets the busy timeout, as before.)
 PostgreSQL: `postgresql+psycopg://` (plain `postgresql://` is taken to mean it), READ COMMITTED,
 pool pre-ping so a restarted server costs one reconnect, not an error.
 """
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -65,7 +72,7 @@ def make_engine(url: URL, *, pool_size: int) -> Engine:
     """An engine for a normalized URL; connects lazily (call `Database.ping`)."""
     try:
         if url.get_backend_name() == "sqlite":
-            return _sqlite_engine(url)
+            return _sqlite_engine(url, pool_size=pool_size)
         return create_engine(
             url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size, json_serializer=_json_dumps
         )
@@ -83,7 +90,7 @@ def _json_dumps(value: Any) -> str:
         raise InvalidInput(f"value cannot be stored as JSON: {exc}") from exc
 
 
-def _sqlite_engine(url: URL) -> Engine:
+def _sqlite_engine(url: URL, *, pool_size: int) -> Engine:
     memory = url.database in (None, "", ":memory:")
     if memory:
         # One shared connection: for single-threaded use (tests of other components) only.
@@ -95,7 +102,11 @@ def _sqlite_engine(url: URL) -> Engine:
         )
     else:
         engine = create_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, json_serializer=_json_dumps
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
+            json_serializer=_json_dumps,
+            pool_size=pool_size,
+            max_overflow=pool_size,
         )
 
     @event.listens_for(engine, "connect")
@@ -105,6 +116,7 @@ def _sqlite_engine(url: URL) -> Engine:
         try:
             if not memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         finally:
@@ -125,6 +137,14 @@ class Database:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.hub = LocalHub()
+        # SQLite file: one writer at a time anyway; queue this process's writers here, in order.
+        # Reentrant, so a write opened inside another in the same thread meets SQLite's busy
+        # timeout as before instead of waiting here for ever.
+        self._write_lock: threading.RLock | None = (
+            threading.RLock()
+            if self.dialect == "sqlite" and engine.url.database not in (None, "", ":memory:")
+            else None
+        )
         self._read = sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self._write = sessionmaker(
             engine.execution_options(**{_WRITE: True}), expire_on_commit=False, autoflush=False
@@ -144,7 +164,7 @@ class Database:
         Notifications queued with `notify_after_commit` reach listeners only if it commits.
         """
         pending: list[tuple[str, str]] = []
-        with translate(what), self._write() as session, session.begin():
+        with self._serialized(), translate(what), self._write() as session, session.begin():
             session.info[_PENDING] = pending
             yield session
             if pending and self.is_postgresql:
@@ -153,6 +173,14 @@ class Database:
         if pending and not self.is_postgresql:
             for channel, payload in pending:
                 self.hub.publish(channel, payload)
+
+    @contextmanager
+    def _serialized(self) -> Iterator[None]:
+        if self._write_lock is None:
+            yield
+            return
+        with self._write_lock:
+            yield
 
     @contextmanager
     def read(self, what: str) -> Iterator[Session]:

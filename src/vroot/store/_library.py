@@ -79,6 +79,15 @@ class BaselineRepository:
                 raise NotFound(f"baseline {name}{which} does not exist")
             return _baseline(row)
 
+    def newest_version(self, name: str) -> int:
+        """The newest version of baseline `name` (its number only: no manifest is read); NotFound."""
+        query = select(func.max(BaselineRow.version)).where(BaselineRow.name == name)
+        with self._db.read(f"read newest version of baseline {name}") as s:
+            version = s.scalar(query)
+        if version is None:
+            raise NotFound(f"baseline {name} does not exist")
+        return int(version)
+
     def list(
         self, *, group: str | None = None, name: str | None = None, latest: bool = False
     ) -> list[BaselineRecord]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.orm import aliased
 
 from vroot.errors import Conflict, InvalidInput, NotFound
 from vroot.store._db import Database
@@ -130,6 +131,36 @@ class ResultRepository:
             return {
                 r.agent_id: _result(r) for r in s.scalars(select(ResultRow).where(ResultRow.id.in_(newest)))
             }
+
+    def due(self, *, groups: Iterable[str], cutoff: datetime, guests: bool) -> list[str]:
+        """Ids of the active agents of `groups` whose newest result is missing or created at or before
+        `cutoff`: every active host, and with `guests` every active guest whose host is active. One
+        query that reads only ids and the newest result's time (the continuous-attestation
+        scheduler runs it every tick over the whole fleet)."""
+        cutoff = aware(cutoff, "cutoff")
+        names = list(dict.fromkeys(groups))
+        if not names:
+            return []
+        host = aliased(AgentRow)
+        newest = (
+            select(ResultRow.created_at)
+            .where(ResultRow.agent_id == AgentRow.id)
+            .order_by(ResultRow.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        kinds = [AgentRow.kind == "host"]
+        if guests:
+            active_host = select(host.id).where(host.id == AgentRow.host_id, host.kind == "host", host.state == "active")
+            kinds.append(and_(AgentRow.kind == "guest", active_host.exists()))
+        query = (
+            select(AgentRow.id)
+            .where(AgentRow.state == "active", AgentRow.policy_group.in_(names), or_(*kinds))
+            .where(or_(newest.is_(None), newest <= cutoff))
+            .order_by(AgentRow.id)
+        )
+        with self._db.read("find agents due for attestation") as s:
+            return list(s.scalars(query))
 
     def history(self, agent_id: str, *, limit: int = 50, before_id: int | None = None) -> list[ResultRecord]:
         """The agent's results, newest first; page with `before_id` (the last id of the previous page)."""

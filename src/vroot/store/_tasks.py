@@ -4,7 +4,8 @@ Leasing picks the oldest leasable tasks: queued ones, and leased ones whose leas
 replica that dies mid-task loses nothing: its leases run out and the task is handed out again).
 On PostgreSQL the candidates are read with `SELECT ... FOR UPDATE SKIP LOCKED`, so concurrent
 leasers (threads or replicas) take disjoint tasks without waiting for each other; on SQLite the
-whole lease runs in one `BEGIN IMMEDIATE` transaction, which no other writer can interleave with.
+whole lease runs in one `BEGIN IMMEDIATE` transaction, which no other writer can interleave with,
+once a plain read has seen a leasable task (most long-polls find none, and need no write lock).
 A task whose lease expired `max_attempts` times is failed instead of leased again (a task that
 kills every replica that runs it does not loop for ever).
 """
@@ -20,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from vroot.errors import Conflict, InvalidInput, NotFound
 from vroot.store._db import Database, notify_after_commit
-from vroot.store._models import AgentRow, TaskRow
+from vroot.store._models import AgentRow, NonceRow, TaskRow
+from vroot.store._nonces import NONCE_SIZE
 from vroot.store._notify import TASKS_CHANNEL
 from vroot.store._records import TaskRecord, TaskState
 from vroot.store._types import aware, check_limit
@@ -92,6 +94,55 @@ class TaskRepository:
             notify_after_commit(s, TASKS_CHANNEL, agent_id)
             return _task(row)
 
+    def enqueue_challenge(
+        self,
+        *,
+        agent_id: str,
+        kind: str,
+        key: str,
+        nonce: bytes,
+        purpose: str,
+        expires_at: datetime,
+        payload: Any,
+        now: datetime,
+        max_attempts: int = 5,
+    ) -> TaskRecord:
+        """`enqueue` of a task that carries a single-use nonce, with the nonce issued in the same
+        transaction (one commit instead of two): the nonce `nonce` (bound to `agent_id` and
+        `purpose`, valid until `expires_at`) is stored only if the task is, so when an open task of
+        `key` is returned instead, no nonce is left behind. Raises NotFound for an unknown agent,
+        InvalidInput for a bad nonce or kind."""
+        now = aware(now, "now")
+        expires_at = aware(expires_at, "expires_at")
+        if not isinstance(nonce, bytes) or len(nonce) != NONCE_SIZE:
+            raise InvalidInput(f"a nonce is {NONCE_SIZE} bytes")
+        if not purpose or len(purpose) > 64:
+            raise InvalidInput(f"nonce purpose must be 1..64 characters, got {purpose!r}")
+        if expires_at <= now:
+            raise InvalidInput("the nonce must expire after it is issued")
+        if not kind or len(kind) > 64:
+            raise InvalidInput(f"task kind must be 1..64 characters, got {kind!r}")
+        with self._db.write(f"enqueue {kind} with its nonce for {agent_id}") as s:
+            if s.get(AgentRow, agent_id) is None:
+                raise NotFound(f"agent {agent_id} does not exist")
+            if (existing := self._open_with_key(s, agent_id, key)) is not None:
+                return _task(existing)
+            s.add(NonceRow(value=nonce, agent_id=agent_id, purpose=purpose, issued_at=now, expires_at=expires_at))
+            row = TaskRow(
+                agent_id=agent_id,
+                kind=kind,
+                key=key,
+                payload=payload,
+                state=TaskState.QUEUED.value,
+                attempts=0,
+                max_attempts=max_attempts,
+                created_at=now,
+            )
+            s.add(row)
+            s.flush()
+            notify_after_commit(s, TASKS_CHANNEL, agent_id)
+            return _task(row)
+
     @staticmethod
     def _open_with_key(s: Session, agent_id: str, key: str) -> TaskRow | None:
         query = select(TaskRow).where(
@@ -142,6 +193,10 @@ class TaskRepository:
         if agent_id is not None:
             query = query.where(TaskRow.agent_id == agent_id)
         leased: list[TaskRecord] = []
+        if not self._db.is_postgresql:  # most long-polls find nothing: ask before taking the write lock
+            with self._db.read(f"look for tasks of {agent_id or 'any agent'}") as s:
+                if s.scalars(query.with_only_columns(TaskRow.id).limit(1)).first() is None:
+                    return leased
         with self._db.write(f"lease tasks of {agent_id or 'any agent'}") as s:
             while len(leased) < limit:
                 batch = s.scalars(
