@@ -41,7 +41,7 @@ def schema_diff(url: str) -> tuple[list, set[str]]:
 def test_migration_creates_exactly_the_models(empty_url: str) -> None:
     assert current_revision(empty_url) is None
     upgrade(empty_url)
-    assert current_revision(empty_url) == head_revision() == "0001"
+    assert current_revision(empty_url) == head_revision() == "0002"
     diff, tables = schema_diff(empty_url)
     assert diff == []
     assert tables == set(Base.metadata.tables) | {"alembic_version"}

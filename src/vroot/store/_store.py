@@ -9,6 +9,7 @@ from vroot.store._db import Database, make_engine, normalize_url, notify_after_c
 from vroot.store._events import EventRepository, WebhookRepository
 from vroot.store._library import BaselineRepository, PolicyRepository
 from vroot.store._migrate import current_database_revision, head_revision, upgrade_database
+from vroot.store._migrations import MigrationRepository
 from vroot.store._nonces import NonceRepository
 from vroot.store._notify import Listener
 from vroot.store._results import ImaStateRepository, ResultRepository
@@ -38,6 +39,7 @@ class Store:
         self.policies = PolicyRepository(db)
         self.events = EventRepository(db)
         self.webhooks = WebhookRepository(db)
+        self.migrations = MigrationRepository(db)
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10) -> Store:
