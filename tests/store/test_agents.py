@@ -130,7 +130,11 @@ def test_revoke_is_immediate_and_total(store: Store) -> None:
     add_host(store)
     store.agents.activate("host:h1", ak_public=b"ak", ak_certificate=b"c", client_serial=BIG_SERIAL, now=NOW)
     store.enrollments.begin(challenge())
+    assert store.agents.by_client_certificate(BIG_SERIAL) == (store.agents.get("host:h1"), False)
     revoked = store.agents.revoke("host:h1", reason="key compromise", now=NOW, serials=(77,))
+    assert store.agents.by_client_certificate(BIG_SERIAL) == (revoked, True)
+    assert store.agents.by_client_certificate(77) == (None, True)
+    assert store.agents.by_client_certificate(78) == (None, False)
     assert revoked.state is AgentState.REVOKED and revoked.revoked_at == NOW
     assert store.revocations.is_revoked(BIG_SERIAL) and store.revocations.is_revoked(77)
     assert store.enrollments.find("host:h1") is None

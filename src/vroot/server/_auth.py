@@ -110,9 +110,9 @@ class AgentAuthenticator:
             raise Unauthenticated("agent endpoints need the client certificate issued at enrollment")
         now = self._clock()
         verified = self._verified.get(chain[0], now, lambda: self._verify(chain[0], now))
-        if self._store.revocations.is_revoked(verified.serial):
+        agent, revoked = self._store.agents.by_client_certificate(verified.serial)
+        if revoked:
             raise Revoked(f"client certificate serial 0x{verified.serial:x} of {verified.agent_id} is revoked")
-        agent = self._store.agents.by_client_serial(verified.serial)
         if agent is None or agent.id != verified.agent_id:
             raise Forbidden(f"client certificate serial 0x{verified.serial:x} is not any agent's current one")
         if agent.state is not AgentState.ACTIVE:

@@ -4,8 +4,9 @@ the policy manifest has no interval field yet). The VMs of one host are asked in
 their answers come together and share one host deep quote (`_deep`).
 
 A thread wakes every `scheduler_interval_seconds` and asks the store which hosts are due: active
-hosts of a group with a policy whose latest result is missing or older than the interval. For each
-it calls `Attestations.request`, which queues an `attest` task under the task key "attest": with
+hosts of a group with a policy whose latest result is missing or older than the interval (one
+query that reads ids only, `results.due`). For each, spaced evenly over most of the tick so that a
+tick's hosts do not all answer at once, it calls `Attestations.request`, which queues an `attest` task under the task key "attest": with
 several replicas running schedulers on one database, the key keeps one open attestation per agent
 (a second replica's request returns the open task), and a task a dead replica handed out is handed
 out again when its lease expires. Nothing the schedule depends on lives in one replica's memory;
@@ -35,6 +36,7 @@ __all__ = ["Scheduler"]
 
 log = logging.getLogger("vroot.server")
 NONCE_GRACE = timedelta(hours=1)
+SPREAD = 0.8  # share of a tick over which the thread spaces the hosts' requests
 
 
 class Scheduler(ServiceThread):
@@ -63,14 +65,20 @@ class Scheduler(ServiceThread):
         return self._store.results.due(groups=groups, cutoff=self._clock() - self._interval,
                                        guests=self._deep is not None)  # fmt: skip
 
-    def tick(self) -> list[str]:
-        """Request an attestation of every due host not asked for lately; the agents asked."""
+    def tick(self, *, spread: float = 0.0) -> list[str]:
+        """Request an attestation of every due host not asked for lately; the agents asked. With
+        `spread` seconds, the hosts' requests are spaced evenly over that time (the thread ticks so),
+        so that the hosts due in one tick do not all answer, and are all judged, at the same
+        moment; guests come after them, all at once (a host's VMs share one deep quote)."""
         now = time.monotonic()
         wait = self._interval.total_seconds()
         asked = []
-        for agent_id in self.due():
-            if now - self._asked.get(agent_id, -wait) < wait:
-                continue
+        due = [a for a in self.due() if now - self._asked.get(a, -wait) >= wait]
+        hosts = sum(1 for a in due if not a.startswith(GUEST_PREFIX))
+        gap = spread / hosts if spread > 0 and hosts > 1 else 0.0
+        for i, agent_id in enumerate(due):
+            if gap and i and not agent_id.startswith(GUEST_PREFIX) and self._stop.wait(gap):
+                break
             try:
                 if agent_id.startswith(GUEST_PREFIX) and self._deep is not None:
                     self._deep.request(agent_id)
@@ -96,9 +104,11 @@ class Scheduler(ServiceThread):
             super().start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._tick):
+        next_tick = time.monotonic() + self._tick
+        while not self._stop.wait(max(0.0, next_tick - time.monotonic())):
+            next_tick = time.monotonic() + self._tick
             try:
-                self.tick()
+                self.tick(spread=self._tick * SPREAD)
             except Unavailable as exc:
                 log.warning("scheduler: database unavailable (%s)", exc.diagnostics())
             except VrootError as exc:

@@ -143,6 +143,15 @@ class AgentRepository:
             ).one_or_none()
             return None if row is None else _agent(row)
 
+    def by_client_certificate(self, serial: int) -> tuple[AgentRecord | None, bool]:
+        """(`by_client_serial(serial)`, whether `serial` is revoked), read in one transaction (every
+        agent request asks both). Caller must still check the agent's state and id."""
+        key = serial_text(serial)
+        with self._db.read("read agent by serial") as s:
+            revoked = s.get(RevocationRow, key) is not None
+            row = s.scalars(select(AgentRow).where(AgentRow.client_serial == key)).one_or_none()
+            return (None if row is None else _agent(row)), revoked
+
     def list(
         self,
         *,
