@@ -26,6 +26,7 @@ from typing import Any
 from vroot.agent._client import ServerClient
 from vroot.agent._enroll import load_credentials
 from vroot.agent._loop import Task, TaskHandler, TaskLoop
+from vroot.agent._migrate import migration_handlers
 from vroot.errors import InvalidInput
 from vroot.host import AgentClient, HostPaths
 
@@ -56,7 +57,9 @@ def host_task_loop(host_dir: str | Path, *, server_url: str | None = None, ca_ce
     creds = load_credentials(host_dir)
     client = ServerClient(server_url or creds.server_url, ca_certificate=ca_certificate or creds.ca_certificate,
                           client_cert=creds.client_certificate, client_key=creds.client_key)  # fmt: skip
-    handlers = {"attest": attest_handler(host_dir), "deep-quote": attest_handler(host_dir, field="qualifying_data")}
+    handlers = {"attest": attest_handler(host_dir), "deep-quote": attest_handler(host_dir, field="qualifying_data"),
+                **migration_handlers(host_dir, agent_id=creds.agent_id,
+                                     ops_ca=ca_certificate or creds.ca_certificate)}  # fmt: skip
     return client, TaskLoop(client, creds.agent_id, handlers, wait=wait)
 
 

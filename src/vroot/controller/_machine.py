@@ -160,7 +160,8 @@ def tasks_for(m: Migration) -> list[TaskSpec]:
                                                    "destination_ak_public": m.destination_ak_public})]  # fmt: skip
     if m.state is MigrationState.IMPORTING:
         assert m.blob is not None
-        return [TaskSpec("import", m.destination, {**base, "blob": m.blob["blob"]})]
+        extra = {"simulated_vm": m.blob["simulated_vm"]} if "simulated_vm" in m.blob else {}
+        return [TaskSpec("import", m.destination, {**base, "blob": m.blob["blob"], **extra})]
     if m.state is MigrationState.COMMITTED:
         return [TaskSpec(kind, agent, base) for kind, agent, side in
                 (("finalize-in", m.destination, "destination"), ("finalize-out", m.source, "source"))

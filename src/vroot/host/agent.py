@@ -12,6 +12,7 @@ SIGTERM or SIGINT stops it; vTMs keep running unless the shutdown asks to stop t
 from __future__ import annotations
 
 import base64
+import dataclasses
 import fcntl
 import logging
 import os
@@ -218,7 +219,13 @@ class HostAgent:
             boot, ima = (logs / "boot.tcg", logs / "ima.bin")
         with self.manager.open_vtm(vm_uuid) as vtm:
             if action == "attestation-key":
-                return guest_identity(vtm, kind=kind, new_vak=body.get("new") is True).to_json()
+                identity = guest_identity(vtm, kind=kind, new_vak=body.get("new") is True)
+                # The vEK certificate this host's manager issued: after a migration the one in the vTM's
+                # NV is still the source host's (a running guest's NV cannot be rewritten).
+                current = self.manager.vtm_paths(vm_uuid).vek_certificate
+                if current.is_file():
+                    identity = dataclasses.replace(identity, vek_certificate=current.read_bytes())
+                return identity.to_json()
             if action == "activate-credential":
                 secret = guest_activate(vtm, _b64(body, "credential_blob"), _b64(body, "encrypted_secret"), kind=kind)
                 return {"secret": base64.b64encode(secret).decode()}

@@ -17,13 +17,23 @@
     deep_batch_seconds = 1.0                  # how long a VM's evidence waits for others of its host
     operator_token_sha256 = "<64 hex digits>"  # the hash only; the token itself is never stored
 
-Every option can be overridden by the environment as `VROOT_SERVER_<OPTION>` (upper case, e.g.
+    [migration]                               # optional: the migration controller's policy (MC-S3, MC-S4)
+    max_verdict_age_seconds = 120             # a destination's trusted verdict must be this fresh
+    same_zone = false                         # true: never move a vTM across zones
+    require_labels = {tier = "prod"}          # a destination must carry these labels
+    retired_baselines = ["hosts@1", "old-fw"] # hosts appraised under these are evacuated, never chosen
+    timeout_seconds = 60                      # a migration not committed by then is aborted
+    task_ttl_seconds = 120                    # lifetime of each signed task
+    tick_seconds = 1.0                        # the controller's check of deadlines and lost tasks
+
+Every [server] option can be overridden by the environment as `VROOT_SERVER_<OPTION>` (upper case, e.g.
 `VROOT_SERVER_DATABASE`; lists separated by commas). The file is read with pydantic
 (`extra="forbid"`: an unknown or misspelt option is an error, not silently ignored).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import tomllib
 from collections.abc import Mapping
@@ -34,11 +44,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from vroot.controller import MigrationRules
 from vroot.errors import InvalidInput, NotFound
 
 __all__ = [
     "CONFIG_NAME",
     "ENV_PREFIX",
+    "MigrationSettings",
     "Settings",
     "load_settings",
     "parse_listen",
@@ -71,6 +83,16 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MigrationSettings:
+    """The [migration] table: the controller's policy and clocks."""
+
+    rules: MigrationRules = field(default_factory=MigrationRules)
+    timeout: timedelta = timedelta(seconds=60)
+    task_ttl: timedelta = timedelta(seconds=120)
+    tick_seconds: float = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the server reads from its configuration, checked once. Holds no secret."""
 
@@ -91,6 +113,7 @@ class Settings:
     webhook_timeout_seconds: float = 10.0
     deep_batch_seconds: float = 1.0
     operator_token_sha256: bytes = field(repr=False, default=b"")
+    migration: MigrationSettings = field(default_factory=lambda: MigrationSettings())
 
     def __post_init__(self) -> None:
         if len(self.operator_token_sha256) != 32:
@@ -161,6 +184,33 @@ class _ServerFile(BaseModel):
         )
 
 
+class _MigrationFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_verdict_age_seconds: int = Field(120, gt=0, le=86_400)
+    same_zone: bool = False
+    require_labels: dict[str, str] = {}
+    retired_baselines: list[str] = []
+    timeout_seconds: int = Field(60, gt=0, le=3600)
+    task_ttl_seconds: int = Field(120, gt=0, le=3600)
+    tick_seconds: float = Field(1.0, gt=0, le=60)
+
+    def to_domain(self) -> MigrationSettings:
+        retired = set()
+        for item in self.retired_baselines:
+            name, sep, version = item.rpartition("@")
+            if not sep:
+                retired.add((item, None))
+            elif name and version.isdigit():
+                retired.add((name, int(version)))
+            else:
+                raise InvalidInput(f"retired_baselines: {item!r} is not NAME or NAME@VERSION")
+        rules = MigrationRules(max_verdict_age=timedelta(seconds=self.max_verdict_age_seconds), same_zone=self.same_zone,
+                               require_labels=dict(self.require_labels), retired_baselines=frozenset(retired))  # fmt: skip
+        return MigrationSettings(rules=rules, timeout=timedelta(seconds=self.timeout_seconds),
+                                 task_ttl=timedelta(seconds=self.task_ttl_seconds), tick_seconds=self.tick_seconds)  # fmt: skip
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, info in _ServerFile.model_fields.items():
@@ -188,14 +238,24 @@ def load_settings(directory: str | Path, *, environ: Mapping[str, str]) -> Setti
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{path}: {exc}") from None
     table = raw.get("server")
-    if not isinstance(table, dict) or set(raw) != {"server"}:
-        raise InvalidInput(f"{path}: want exactly one [server] table")
+    if not isinstance(table, dict) or not {"server"} <= set(raw) <= {"server", "migration"}:
+        raise InvalidInput(f"{path}: want one [server] table (and optionally [migration])")
     merged = {**table, **_env_overrides(environ)}
     try:
-        return _ServerFile.model_validate(merged).to_domain(d)
+        settings = _ServerFile.model_validate(merged).to_domain(d)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'server'}: {e['msg']}" for e in exc.errors())
         raise InvalidInput(f"{path}: {problems}") from None
+    if "migration" not in raw:
+        return settings
+    if not isinstance(raw["migration"], dict):
+        raise InvalidInput(f"{path}: [migration] must be a table")
+    try:
+        migration = _MigrationFile.model_validate(raw["migration"]).to_domain()
+    except ValidationError as exc:
+        problems = "; ".join(f"migration.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"{path}: {problems}") from None
+    return dataclasses.replace(settings, migration=migration)
 
 
 def _toml(value: object) -> str:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -148,14 +148,21 @@ class TaskWaker(ServiceThread):
 
 
 async def long_poll(
-    tasks: TaskService, waker: TaskWaker, agent_id: str, *, wait: float, poll_interval: float
+    tasks: TaskService, waker: TaskWaker, agent_id: str, *, wait: float, poll_interval: float,
+    still_wanted: Callable[[], Awaitable[bool]] | None = None,
 ) -> TaskRecord | None:
-    """Lease the agent's next task, waiting up to `wait` seconds for one to be queued."""
+    """Lease the agent's next task, waiting up to `wait` seconds for one to be queued.
+
+    `still_wanted` is asked before every lease: a long-poll whose client went away, or whose
+    credentials were revoked or replaced while it waited, must not take a task it cannot deliver
+    (the task would sit leased until its lease expired)."""
     deadline = time.monotonic() + max(wait, 0.0)
     event = waker.subscribe(agent_id)
     try:
         while True:
             event.clear()  # before reading: a task queued after the read sets it again
+            if still_wanted is not None and not await still_wanted():
+                return None
             task = await run_in_threadpool(tasks.lease_one, agent_id)
             remaining = deadline - time.monotonic()
             if task is not None or remaining <= 0:

@@ -3,8 +3,9 @@
 Nothing is global or made at import: each call builds its own services (host and guest
 enrollments, tasks, the baseline library, host and deep attestations, webhooks, the agent
 authenticator, the request counter) around
-what it is given. Its three threads, the waker (long-polls and event streams), the attestation
-scheduler and the webhook deliverer, run only between the app's startup and shutdown (lifespan).
+what it is given. Its four threads, the waker (long-polls and event streams), the attestation
+scheduler, the webhook deliverer and the migration controller's ticker, run only between the app's
+startup and shutdown (lifespan).
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vroot import __version__
+from vroot.controller import ControllerKeys, load_or_create_controller_keys
 from vroot.server._attest import Attestations
 from vroot.server._auth import AgentAuthenticator
 from vroot.server._deep import DeepAttestations
 from vroot.server._enroll import Enrollments
 from vroot.server._guests import GuestEnrollments
 from vroot.server._library import Library
+from vroot.server._migration_checks import migration_checks
+from vroot.server._migrations import MigrationService, MigrationTicker
 from vroot.server._scheduler import Scheduler
 from vroot.server._services import Services
 from vroot.server._settings import Settings
@@ -62,6 +66,9 @@ class AppContext:
     scheduler: Scheduler
     webhooks: Webhooks
     deliverer: WebhookDeliverer
+    migrations: MigrationService
+    migration_ticker: MigrationTicker
+    controller_keys: ControllerKeys
 
 
 class _BodyLimit:
@@ -102,6 +109,7 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
     from vroot.server.api._routes_events import event_routes
     from vroot.server.api._routes_guests import guest_routes
     from vroot.server.api._routes_library import library_routes
+    from vroot.server.api._routes_migrations import migration_routes
     from vroot.server.api._routes_public import public_routes
 
     store, clock = services.store, services.clock
@@ -116,14 +124,23 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
     deliverer = WebhookDeliverer(store, webhooks, wake=waker.events_appended, timeout=settings.webhook_timeout_seconds,
                                  poll_seconds=max(1.0, settings.poll_interval_seconds), clock=clock)  # fmt: skip
 
+    controller_keys = load_or_create_controller_keys(settings.keys_dir, ops=services.keys.ops, now=clock(),
+                                                     serial=services.serial)  # fmt: skip
+    migrations = MigrationService(services, keys=controller_keys, rules=settings.migration.rules,
+                                  checks=migration_checks(store, clock=clock), timeout=settings.migration.timeout,
+                                  task_ttl=settings.migration.task_ttl)  # fmt: skip
+    ticker = MigrationTicker(migrations, tick_seconds=settings.migration.tick_seconds)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         waker.start()
         scheduler.start()
         deliverer.start()
+        ticker.start()
         try:
             yield
         finally:
+            ticker.stop()
             deliverer.stop()
             scheduler.stop()
             waker.stop()
@@ -152,6 +169,9 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
         scheduler=scheduler,
         webhooks=webhooks,
         deliverer=deliverer,
+        migrations=migrations,
+        migration_ticker=ticker,
+        controller_keys=controller_keys,
     )
     install_problem_handlers(app)
     app.include_router(public_routes(ctx))
@@ -160,6 +180,7 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
     app.include_router(attestation_routes(ctx))
     app.include_router(library_routes(ctx))
     app.include_router(event_routes(ctx))
+    app.include_router(migration_routes(ctx))
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(CountRequests, counts=ctx.counts)
     app.state.vroot = ctx

@@ -4,9 +4,11 @@ task, post its result; DESIGN.md section 5), which needs the agent's client cert
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from vroot.server._attest import ATTEST
 from vroot.server._deep import DEEP_QUOTE
+from vroot.server._migrations import MIGRATION_KINDS
 from vroot.server._tasks import long_poll
 from vroot.server.api._app import AppContext
 from vroot.server.api._routes_public import errors, operator_dependency
@@ -69,13 +71,28 @@ def agent_routes(ctx: AppContext) -> APIRouter:
     @router.get("/v1/agents/{agent_id}/tasks", response_model=NextTask, tags=["agent"],
                 responses=errors(401, 403, 422, 503))  # fmt: skip
     async def next_task(
+        request: Request,
         agent: Annotated[AgentRecord, Depends(agent_certificate)],
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="seconds to wait for a task (capped by the server)")] = 0.0,
     ) -> NextTask:
-        """Lease the agent's next task (at most one), waiting up to `wait` seconds for one (agent)."""
+        """Lease the agent's next task (at most one), waiting up to `wait` seconds for one (agent).
+        A wait whose client disconnected, or whose certificate was revoked or replaced meanwhile,
+        takes no task."""
         wait = min(wait, ctx.settings.max_wait_seconds)
+        polls = 0
+
+        async def still_wanted() -> bool:
+            nonlocal polls
+            polls += 1
+            if polls == 1:
+                return True  # just authenticated
+            if await request.is_disconnected():
+                return False
+            now = await run_in_threadpool(store.agents.find, agent.id)
+            return now is not None and now.state is AgentState.ACTIVE and now.client_serial == agent.client_serial
+
         task = await long_poll(ctx.tasks, ctx.waker, agent.id, wait=wait,
-                               poll_interval=ctx.settings.poll_interval_seconds)  # fmt: skip
+                               poll_interval=ctx.settings.poll_interval_seconds, still_wanted=still_wanted)  # fmt: skip
         return NextTask(task=None if task is None else TaskOut.of(task))
 
     @router.post("/v1/agents/{agent_id}/tasks/{task_id}/result", response_model=TaskOut, tags=["agent"],
@@ -96,6 +113,9 @@ def agent_routes(ctx: AppContext) -> APIRouter:
             return TaskOut.of(ctx.attestations.accept(agent.id, task_id, ok=ok, result=body.result)[0])
         if kind == DEEP_QUOTE:
             return TaskOut.of(ctx.deep.accept_host(agent.id, task_id, ok=ok, result=body.result))
+        if kind in MIGRATION_KINDS:  # an engine's answer moves its migration on (MC-F3)
+            return TaskOut.of(ctx.migrations.accept(agent.id, ctx.tasks.own(agent.id, task_id), ok=ok,
+                                                    result=body.result))  # fmt: skip
         return TaskOut.of(ctx.tasks.finish(agent.id, task_id, ok=ok, result=body.result))
 
     return router
