@@ -8,6 +8,7 @@ exact.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -238,14 +239,12 @@ class ImaStateRepository:
                 ),
                 execution_options={"synchronize_session": False},
             ).rowcount
+            if changed == 1:  # what was just written (no read back)
+                return dataclasses.replace(state, pcr10=banks_from_json(pcr10), version=state.version + 1,
+                                           updated_at=now)  # fmt: skip
             row = s.get(ImaStateRow, state.agent_id, populate_existing=True)
-            if changed != 1:
-                got = "none" if row is None else row.version
-                raise Conflict(
-                    f"IMA state of {state.agent_id} is at version {got}, not {state.version}; re-read it"
-                )
-            assert row is not None
-            return _ima(row)
+            got = "none" if row is None else row.version
+            raise Conflict(f"IMA state of {state.agent_id} is at version {got}, not {state.version}; re-read it")
 
     def delete(self, agent_id: str) -> bool:
         """Forget the state (the next appraisal starts from the first entry); True if there was one."""

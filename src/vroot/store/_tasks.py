@@ -194,8 +194,11 @@ class TaskRepository:
             query = query.where(TaskRow.agent_id == agent_id)
         leased: list[TaskRecord] = []
         if not self._db.is_postgresql:  # most long-polls find nothing: ask before taking the write lock
+            open_tasks = select(TaskRow.id).where(TaskRow.state.in_(_OPEN))
+            if agent_id is not None:
+                open_tasks = open_tasks.where(TaskRow.agent_id == agent_id)
             with self._db.read(f"look for tasks of {agent_id or 'any agent'}") as s:
-                if s.scalars(query.with_only_columns(TaskRow.id).limit(1)).first() is None:
+                if s.execute(open_tasks.limit(1)).first() is None:  # nothing queued, nothing leased
                     return leased
         with self._db.write(f"lease tasks of {agent_id or 'any agent'}") as s:
             while len(leased) < limit:
