@@ -133,3 +133,13 @@ def test_vmm_s4_nothing_the_controller_keeps_or_sends_holds_vtm_state_in_the_cle
     assert len(blobs[0]) > 1000 and any(blobs[0] in layer for layer in seen)  # the search reached the blob
     for layer in seen:
         assert MARKER not in layer and MARKER.hex().encode() not in layer
+
+
+def test_mc_s4_zone_labels_and_capacity_set_by_the_operator_decide_placement(world):
+    op, vm = world.op, world.vms_a[0]
+    got = op.request("PATCH", "/v1/agents/host:host-b", json={"zone": "z2", "capacity": 1, "labels": {"gpu": "no"}})
+    assert (got["zone"], got["capacity"], got["labels"]) == ("z2", 1, {"gpu": "no"})
+    full = op.get(f"/v1/placement/{vm}")  # host-b already runs one VM: no room
+    assert full["destination"] is None and ("host:host-b", "full") in {(r["host"], r["code"]) for r in full["refusals"]}
+    op.request("PATCH", "/v1/agents/host:host-b", json={"capacity": 0})
+    assert op.get(f"/v1/placement/{vm}")["destination"] == "host:host-b"

@@ -119,9 +119,12 @@ def library_routes(ctx: AppContext) -> APIRouter:
     @router.patch("/v1/agents/{agent_id}", response_model=AgentOut, dependencies=as_operator, tags=["operator"],
                   responses=errors(400, 401, 404, 422, 503))  # fmt: skip
     def patch_agent(body: AgentPatch, agent_id: AgentId) -> AgentOut:
-        """Assign an agent's policy group (and placement labels). The next appraisal uses the new group."""
+        """Assign an agent's policy group and its placement attributes (labels, zone, capacity: what
+        the migration controller reads). The next appraisal uses the new group."""
         labels = KEEP if body.labels is None else body.labels
         group = KEEP if body.group is None else body.group
-        return AgentOut.of(store.agents.update(agent_id, group=group, labels=labels))
+        zone = KEEP if body.zone is None else body.zone
+        capacity = KEEP if body.capacity is None else body.capacity
+        return AgentOut.of(store.agents.update(agent_id, group=group, labels=labels, zone=zone, capacity=capacity))
 
     return router

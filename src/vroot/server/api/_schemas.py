@@ -247,6 +247,8 @@ class AgentOut(BaseModel):
     host_id: str | None
     group: str
     labels: dict[str, str]
+    zone: str | None = None
+    capacity: int = Field(0, description="vTMs the host may run; 0: no limit")
     created_at: datetime
     enrolled_at: datetime | None
     revoked_at: datetime | None
@@ -262,7 +264,7 @@ class AgentOut(BaseModel):
             except ValueError:
                 ak = None
         return cls(id=a.id, kind=a.kind.value, state=a.state.value, host_id=a.host_id, group=a.group,
-                   labels=dict(a.labels), created_at=a.created_at, enrolled_at=a.enrolled_at,
+                   labels=dict(a.labels), zone=a.zone, capacity=a.capacity, created_at=a.created_at, enrolled_at=a.enrolled_at,
                    revoked_at=a.revoked_at, ak_certificate=ak,
                    client_serial=None if a.client_serial is None else format(a.client_serial, "x"))  # fmt: skip
 

@@ -64,6 +64,8 @@ class AgentPatch(_In):
     labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=255)]] | None = Field(
         None, max_length=64
     )
+    zone: str | None = Field(None, min_length=1, max_length=255, description="placement zone (hosts)")
+    capacity: int | None = Field(None, ge=0, le=1_000_000, description="vTMs the host may run; 0: no limit")
 
 
 class FindingOut(BaseModel):
