@@ -47,8 +47,16 @@ class DemoHost:
         self.loop: Any = None
         self.guests: Any = None
 
+    @property
+    def host_id(self) -> str:
+        return str(self.agent.config.host_id)
+
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
         return self.api.call(method, path, body)
+
+    def running_vtms(self) -> set[str]:
+        """The UUIDs of the VMs whose vTMs run on this host now."""
+        return {v["vm_uuid"] for v in self.call("GET", "/v1/vtms")["vtms"] if v["running"]}
 
     def answer_server(self, server: DemoServer) -> None:
         """Start the host's task loop (it long-polls the server: no inbound port) and prepare the

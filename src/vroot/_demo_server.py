@@ -3,6 +3,7 @@
     server = DemoServer.start(directory, manufacturer_ca=ca_dir)   # init + a process on loopback
     op = server.operator()                                         # a ServerClient with the token
     results = attest_all(op, ["host:host-a", "vm:…", …])           # trigger, wait, the results
+    done = follow_migrations(op, ["<migration id>", …])           # poll until each has ended
     server.stop()                                                  # SIGTERM by PID (SIGKILL after 15 s)
 
 The server is started as `python -m vroot.cli.entry server run DIR` on a free loopback port, with
@@ -24,10 +25,11 @@ from typing import Any
 
 from vroot.errors import Unavailable, VrootError
 
-__all__ = ["HOST_POLICY", "VM_POLICY", "DemoServer", "attest_all", "publish_library"]
+__all__ = ["HOST_POLICY", "VM_POLICY", "DemoServer", "attest_all", "follow_migrations", "publish_library"]
 
 START_TIMEOUT = 30.0
 ATTEST_TIMEOUT = 60.0
+MIGRATION_TIMEOUT = 60.0
 # What the server does between the demo's requests: nothing on its own (scheduler off), VMs of one
 # host that answer together share one deep quote, long polls wake quickly.
 OPTIONS: dict[str, object] = {
@@ -166,3 +168,24 @@ def attest_all(
                 raise Unavailable(f"no attestation result for {', '.join(missing)} within {timeout:g} s")
             time.sleep(0.1)
     return {a: results[a] for a in agent_ids}
+
+
+def follow_migrations(
+    op: Any, migration_ids: list[str], *, timeout: float = MIGRATION_TIMEOUT
+) -> list[dict[str, Any]]:
+    """Poll `GET /v1/migrations/{id}` until each migration has completed or been aborted (MC-F3);
+    their last documents, in the order given. Unavailable if one is still open after `timeout`."""
+    done: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while len(done) < len(migration_ids):
+        for migration_id in migration_ids:
+            if migration_id not in done:
+                m = op.get(f"/v1/migrations/{migration_id}")
+                if m["state"] in ("completed", "aborted"):
+                    done[migration_id] = m
+        if len(done) < len(migration_ids):
+            if time.monotonic() > deadline:
+                still = sorted(set(migration_ids) - set(done))
+                raise Unavailable(f"migrations {', '.join(still)} still open after {timeout:g} s")
+            time.sleep(0.05)
+    return [done[m] for m in migration_ids]

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from vroot.tpm2 import HashAlg
 
-__all__ = ["chain_table", "findings_table", "verdict_table"]
+__all__ = ["chain_table", "findings_table", "migrations_table", "placement_table", "step_ms", "verdict_table"]
 
 _STYLE = {"trusted": "green", "untrusted": "red", "error": "yellow"}
 
@@ -68,4 +68,44 @@ def findings_table(findings: list[Mapping[str, Any]], *, title: str) -> Table:
         table.add_row(str(f.get("severity", "")), str(f.get("id", "")),
                       "" if f.get("pcr") is None else str(f["pcr"]),
                       "" if f.get("event_index") is None else str(f["event_index"]), str(f.get("message", "")))  # fmt: skip
+    return table
+
+
+def placement_table(placement: Mapping[str, Any], names: Mapping[str, str], *, title: str) -> Table:
+    """`GET /v1/placement/{vm}`: the host chosen, then every host refused with its code and reason."""
+    table = Table(title=title)
+    for column in ("host", "decision", "code", "why"):
+        table.add_column(column, overflow="fold")
+    destination = placement.get("destination")
+    if destination:
+        table.add_row(names.get(destination, destination), "[green]CHOSEN[/]", "-",
+                      "trusted, fresh verdict; most room")  # fmt: skip
+    for r in placement.get("refusals") or ():
+        table.add_row(names.get(r["host"], r["host"]), "[red]refused[/]", r["code"], r["reason"])
+    return table
+
+
+STEPS = ("prepare", "export", "import", "finalize")
+
+
+def step_ms(migration: Mapping[str, Any]) -> dict[str, float | None]:
+    """Each step's time in ms (None: not finished) of a `GET /v1/migrations/{id}` document."""
+    took = {s["name"]: s.get("ms") for s in migration.get("steps") or ()}
+    return {name: took.get(name) for name in STEPS}
+
+
+def migrations_table(migrations: list[Mapping[str, Any]], names: Mapping[str, str], *, title: str) -> Table:
+    """One row per migration: the VM, source → destination, each step's ms, their sum, the state."""
+    table = Table(title=title)
+    for column in ("VM", "from → to", *(f"{s} ms" for s in STEPS), "total ms", "state"):
+        table.add_column(column, no_wrap=True)
+    for m in migrations:
+        ms = step_ms(m)
+        cells = ["-" if v is None else f"{v:.0f}" for v in ms.values()]
+        total = sum(v for v in ms.values() if v is not None)
+        state = m["state"]
+        style = "green" if state == "completed" else "red"
+        route = f"{names.get(m['source'], m['source'])} → {names.get(m['destination'], m['destination'])}"
+        table.add_row(names.get(f"vm:{m['vm_uuid']}", m["vm_uuid"]), route, *cells, f"{total:.0f}",
+                      f"[{style}]{state}[/]")  # fmt: skip
     return table
