@@ -79,10 +79,27 @@ def attest(
     ca: Path | None = typer.Option(None, "--ca", help="The server's operations CA (default: the system's CAs)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     wait: float = typer.Option(60.0, "--wait", min=0.0, help="Seconds to wait for the agent's answer."),
+    manufacturer_ca: list[Path] = typer.Option(
+        [], "--manufacturer-ca", help="`vroot attest server`: the TM manufacturer's CA (PEM, repeatable)."
+    ),
+    baseline: Path | None = typer.Option(None, "--baseline", help="`vroot attest server`: baseline manifest."),
+    policy: Path | None = typer.Option(None, "--policy", help="`vroot attest server`: policy manifest."),
 ) -> None:
-    """Attest a host or a VM now and print its verdict and findings (exit 0 trusted, 1 untrusted)."""
+    """Attest a host or a VM now and print its verdict and findings (exit 0 trusted, 1 untrusted).
+    `vroot attest server` checks the platform of the server itself (MC-S2), with no token."""
     from vroot.agent import ServerClient
-    from vroot.errors import InvalidInput, Unavailable, VrootError
+    from vroot.errors import InvalidInput, Unavailable, VerificationError, VrootError
+
+    if agent_id == "server":
+        from vroot.cli.attest_server import attest_server
+
+        try:
+            code = attest_server(server=server, ca=ca, manufacturer_cas=manufacturer_ca, baseline=baseline,
+                                 policy=policy, as_json=as_json)  # fmt: skip
+        except VerificationError as exc:
+            print(f"vroot: untrusted: {exc.diagnostics()}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        raise typer.Exit(code)
 
     token = token or os.environ.get("VROOT_TOKEN")
     if not token:

@@ -26,7 +26,7 @@ from pathlib import Path
 from vroot._fs import atomic_write, make_private_dir
 from vroot.attestation.host import UnverifiedHostEvidence
 from vroot.errors import Conflict, InvalidInput, NotFound
-from vroot.host._config import AK_HANDLE, MANAGER_HANDLE, HostPaths, load_config
+from vroot.host._config import AK_HANDLE, EK_HANDLE, MANAGER_HANDLE, HostPaths, load_config
 from vroot.host._hosttm import HostTm
 from vroot.host._localapi import AgentServer, Response
 from vroot.host._provision import check_provisioned, load_host_keys
@@ -165,6 +165,8 @@ class HostAgent:
             return self._vtm(method, match.group(1), match.group(2), body)
         if path == "/v1/deep-quote" and method == "POST":
             return 200, self.deep_quote(body).to_json()
+        if path == "/v1/activate-credential" and method == "POST":
+            return 200, self.activate_credential(body)
         if path.startswith("/v1/migrations/") and method == "POST":
             return 200, self.migrations.handle(path.removeprefix("/v1/migrations/"), body)
         if path == "/v1/reboot" and method == "POST":
@@ -277,6 +279,18 @@ class HostAgent:
         atomic_write(guest / "ima.bin", record.ima_log)
         return {"vm_uuid": vm_uuid, "pcrs": {"sha256": {str(i): v.hex() for i, v in pcrs.items()}},
                 "events": len(record.plan.measurements)}  # fmt: skip
+
+    def activate_credential(self, body: dict) -> dict:
+        """TPM2_ActivateCredential with the host's AK and EK (RA-1): a verifier that made a credential
+        for the AK's name with the EK's public key learns that both keys are in this TM. The secret is
+        the verifier's own challenge; returning it reveals nothing else."""
+        blob, encrypted = _b64(body, "credential_blob"), _b64(body, "encrypted_secret")
+        if not 0 < len(blob) <= 1024 or not 0 < len(encrypted) <= 1024:
+            raise InvalidInput("credential_blob and encrypted_secret are 1-1024 bytes each")
+        tm = self.host.client
+        with tm.persistent(AK_HANDLE) as ak, tm.persistent(EK_HANDLE) as ek:
+            secret = tm.activate_credential(ak, ek, blob, encrypted)
+        return {"secret": base64.b64encode(secret).decode()}
 
     def deep_quote(self, body: dict) -> UnverifiedHostEvidence:
         """Quote host PCRs over caller-chosen qualifying data, with everything a verifier needs (VMM-F5)."""

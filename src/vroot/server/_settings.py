@@ -15,6 +15,9 @@
     event_keepalive_seconds = 15.0            # comment lines on idle event streams
     webhook_timeout_seconds = 10.0
     deep_batch_seconds = 1.0                  # how long a VM's evidence waits for others of its host
+    platform_host = "/var/lib/vroot/host"     # optional: the host directory of this server's own
+                                              # platform (its agent running); its evidence is then
+                                              # published for `vroot attest server` (MC-S2)
     operator_token_sha256 = "<64 hex digits>"  # the hash only; the token itself is never stored
 
     [migration]                               # optional: the migration controller's policy (MC-S3, MC-S4)
@@ -113,6 +116,7 @@ class Settings:
     webhook_timeout_seconds: float = 10.0
     deep_batch_seconds: float = 1.0
     operator_token_sha256: bytes = field(repr=False, default=b"")
+    platform_host: Path | None = None
     migration: MigrationSettings = field(default_factory=lambda: MigrationSettings())
 
     def __post_init__(self) -> None:
@@ -158,6 +162,7 @@ class _ServerFile(BaseModel):
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
     deep_batch_seconds: float = Field(1.0, ge=0, le=60)
     operator_token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    platform_host: str | None = Field(None, min_length=1, max_length=4096)
 
     def to_domain(self, directory: Path) -> Settings:
         host, port = parse_listen(self.listen)
@@ -181,6 +186,7 @@ class _ServerFile(BaseModel):
             webhook_timeout_seconds=self.webhook_timeout_seconds,
             deep_batch_seconds=self.deep_batch_seconds,
             operator_token_sha256=bytes.fromhex(self.operator_token_sha256),
+            platform_host=None if self.platform_host is None else directory / self.platform_host,
         )
 
 
@@ -277,5 +283,5 @@ def render_settings(**options: object) -> str:
     except ValidationError as exc:
         raise InvalidInput(f"server settings: {exc.errors()[0]['msg']}") from None
     lines = ["# vroot server configuration (written by `vroot server init`)", "[server]"]
-    lines += [f"{name} = {_toml(value)}" for name, value in checked.model_dump().items()]
+    lines += [f"{name} = {_toml(value)}" for name, value in checked.model_dump().items() if value is not None]
     return "\n".join(lines) + "\n"

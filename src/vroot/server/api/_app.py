@@ -110,6 +110,7 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
     from vroot.server.api._routes_guests import guest_routes
     from vroot.server.api._routes_library import library_routes
     from vroot.server.api._routes_migrations import migration_routes
+    from vroot.server.api._routes_platform import platform_routes
     from vroot.server.api._routes_public import public_routes
 
     store, clock = services.store, services.clock
@@ -181,6 +182,7 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
     app.include_router(library_routes(ctx))
     app.include_router(event_routes(ctx))
     app.include_router(migration_routes(ctx))
+    app.include_router(platform_routes(ctx))
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(CountRequests, counts=ctx.counts)
     app.state.vroot = ctx
