@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,17 +162,18 @@ class _Story(IncidentSteps):
         return self._summary()
 
     def _close(self) -> None:
-        """Stop every host (its guests, task loop, vTMs and TM), then the server: each by PID, each
-        even when another failed to stop."""
+        """Stop every host (its guests, task loop, vTMs and TM; the hosts side by side, as each waits
+        for its long polls to end), then the server: each by PID, each even when another failed."""
         errors: list[BaseException] = []
-        for host in self.hosts.values():
-            try:
-                host.close()
-            except BaseException as exc:  # noqa: BLE001 - the others and the server must still stop
-                errors.append(exc)
-        if self.server is not None:
-            code = self.server.stop()
-            self.console.print(f"[dim]server process {self.server.pid} stopped (exit {code})[/dim]")
+        try:
+            if self.hosts:
+                with ThreadPoolExecutor(len(self.hosts), thread_name_prefix="vroot-demo-close") as pool:
+                    stopping = [pool.submit(host.close) for host in self.hosts.values()]
+                errors += [exc for exc in (f.exception() for f in stopping) if exc is not None]
+        finally:
+            if self.server is not None:
+                code = self.server.stop()
+                self.console.print(f"[dim]server process {self.server.pid} stopped (exit {code})[/dim]")
         if errors:
             raise errors[0]
 

@@ -13,10 +13,12 @@ def demo(
         None, "--workdir", help="Keep the demo's files here (default: a temporary directory, removed after)."
     ),
 ) -> None:
-    """Run the guided demo: an attestation server, a host that enrolls and proves its boot, its VMs
-    with vTMs rooted in its TPM and joint verdicts; a tampered host turns them all untrusted.
+    """Run the guided demo: an attestation server, three hosts that enroll and prove their boot, VMs
+    with vTMs rooted in their host's TPM and joint verdicts; a tampered host turns untrusted, so
+    when another host is drained the migration controller moves its vTMs only to the trusted one,
+    where each VM unseals its secret and its joint verdict names its new host.
 
-    Every process it starts (`vroot server run`, the host's swtpm, the vTMs) is stopped by PID
+    Every process it starts (`vroot server run`, each host's swtpm, the vTMs) is stopped by PID
     before it exits; exit 0 when the story held, 1 otherwise."""
     from vroot.demo import run_demo
 
