@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,9 @@ class IncidentSteps:
                               placement["destination"] == f"host:{SAFE}" and codes.get(f"host:{TAMPERED}") == "untrusted")  # fmt: skip
         if refused:
             self.say.bad(f"host-c refused as a destination: untrusted, its {reasons[f'host:{TAMPERED}']}")
-            self.say.ok("host-b chosen: trusted, its verdict seconds old")
+            at = datetime.fromisoformat(verdicts[f"host:{SAFE}"]["created_at"])
+            self.say.ok(f"host-b chosen: its trusted verdict is {(datetime.now(UTC) - at).total_seconds():.0f} s old "
+                        "(at most 120 s)")  # fmt: skip
         self.say.record("untrusted host refused as a destination", "MC-S3, MC-S4",
                         f"host-c: {codes.get(f'host:{TAMPERED}')}; host-b chosen")  # fmt: skip
 

@@ -78,8 +78,9 @@ def placement_table(placement: Mapping[str, Any], names: Mapping[str, str], *, t
         table.add_column(column, overflow="fold")
     destination = placement.get("destination")
     if destination:
+        qualifying = len(placement.get("candidates") or ())
         table.add_row(names.get(destination, destination), "[green]CHOSEN[/]", "-",
-                      "trusted, fresh verdict; most room")  # fmt: skip
+                      f"passes every rule; the best of {qualifying} qualifying")  # fmt: skip
     for r in placement.get("refusals") or ():
         table.add_row(names.get(r["host"], r["host"]), "[red]refused[/]", r["code"], r["reason"])
     return table
