@@ -15,7 +15,7 @@ import sys
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("attest", "Attest a host or a VM now: its verdict, findings and signed result from the RA server."),
     ("baseline", "Learn, show and apply baselines (reference values) and policies."),
-    ("demo", "Run the guided demo: a host and its VMs with vTMs, attested together by the RA server."),
+    ("demo", "Run the guided demo: hosts and VMs attested together, a tampered host, vTMs migrated."),
     ("eventlog", "Read, show and replay TCG and IMA measurement logs."),
     ("guest", "Run the guest attester of a VM (its vTM, the RA server)."),
     ("host", "Provision a host's TM and run the host agent that owns its vTMs."),
