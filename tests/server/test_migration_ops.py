@@ -17,11 +17,13 @@ import uuid
 from typing import Any
 
 import pytest
+from attest_helpers import learnt_manifest, wait_for
 from deep_helpers import attest_many, vm_world
 from server_helpers import restart_server
 from test_migration_controller import _vtms, _wait_done
 
 from vroot.cli.main import run
+from vroot.controller import MigrationRules
 from vroot.tm import free_tcp_port
 
 pytestmark = pytest.mark.tpm
@@ -143,3 +145,19 @@ def test_mc_s4_zone_labels_and_capacity_set_by_the_operator_decide_placement(wor
     assert full["destination"] is None and ("host:host-b", "full") in {(r["host"], r["code"]) for r in full["refusals"]}
     op.request("PATCH", "/v1/agents/host:host-b", json={"capacity": 0})
     assert op.get(f"/v1/placement/{vm}")["destination"] == "host:host-b"
+
+
+def test_mc_f1_a_retired_baseline_evacuates_its_hosts_by_policy(world):
+    op = world.op
+    op.request("PUT", "/v1/baselines/hosts/2", content=learnt_manifest(world.a.directory),
+               headers={"content-type": "application/json"})  # fmt: skip
+    assert attest_many(op, ["host:host-b"])[0]["policy_id"].endswith("/hosts@2")  # host-a's latest is still under v1
+    ctx = world.server.running.server.config.app.state.vroot
+    ctx.migrations.rules = MigrationRules(retired_baselines=frozenset({("hosts", 1)}))
+    moves = wait_for(lambda: len(m := world.store.migrations.list()) == 2 and m, timeout=30,
+                     what="the policy's evacuation of host-a")  # fmt: skip
+    assert {m.source for m in moves} == {"host:host-a"} and {m.destination for m in moves} == {"host:host-b"}
+    assert all(m.trigger == "policy: appraised under baseline hosts v1, being retired" for m in moves)
+    for m in moves:
+        assert _wait_done(op, str(m.id))["state"] == "completed"
+    assert set(world.vms_a) <= set(_vtms(world.b)) and not set(world.vms_a) & set(_vtms(world.a))
