@@ -9,6 +9,7 @@ else, and any error on the fast paths, goes to the Typer app, which reports it t
 
 from __future__ import annotations
 
+import os
 import sys
 
 # (name, one-line help) of every top-level command, in the order `vroot --help` lists them.
@@ -16,6 +17,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("attest", "Attest a host or a VM now: its verdict, findings and signed result from the RA server."),
     ("baseline", "Learn, show and apply baselines (reference values) and policies."),
     ("demo", "Run the guided demo: hosts and VMs attested together, a tampered host, vTMs migrated."),
+    ("completion", "Print the shell completion script: vroot completion bash|zsh|fish."),
     ("eventlog", "Read, show and replay TCG and IMA measurement logs."),
     ("guest", "Run the guest attester of a VM (its vTM, the RA server)."),
     ("host", "Provision a host's TM and run the host agent that owns its vTMs."),
@@ -48,6 +50,13 @@ def top_level_help() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if "_VROOT_COMPLETE" in os.environ:  # the shell asks for completions: Typer answers
+        from typer._completion_classes import completion_init
+
+        from vroot.cli.main import run
+
+        completion_init()
+        return run(args)
     if not args or args == ["--help"] or args == ["-h"]:
         sys.stdout.write(top_level_help())
         return 0

@@ -36,6 +36,16 @@ def _root(
     """Virtualized roots of trust (ISO/IEC 27070)."""
 
 
+def completion(shell: str = typer.Argument(..., metavar="bash|zsh|fish")) -> None:
+    """Print the completion script for SHELL, to source from its startup file, e.g.
+    `vroot completion bash > /etc/bash_completion.d/vroot` or `eval "$(vroot completion bash)"`."""
+    from typer._completion_shared import get_completion_script
+
+    if shell not in ("bash", "zsh", "fish"):
+        raise InvalidInput(f"no completion for shell {shell!r}: use bash, zsh or fish")
+    print(get_completion_script(prog_name="vroot", complete_var="_VROOT_COMPLETE", shell=shell))
+
+
 def _register() -> None:
     from vroot.cli import attest, baseline, demo, eventlog, guest, host, migrate, quote, server, vtm
 
@@ -47,6 +57,7 @@ def _register() -> None:
     app.add_typer(guest.app, name="guest", help=helps["guest"])
     app.add_typer(host.app, name="host", help=helps["host"])
     app.command("migrate", help=helps["migrate"])(migrate.migrate)
+    app.command("completion", help=helps["completion"])(completion)
     app.add_typer(quote.app, name="quote", help=helps["quote"])
     app.add_typer(server.app, name="server", help=helps["server"])
     app.add_typer(vtm.app, name="vtm", help=helps["vtm"])
