@@ -145,6 +145,11 @@ def test_mc_s4_zone_labels_and_capacity_set_by_the_operator_decide_placement(wor
     assert full["destination"] is None and ("host:host-b", "full") in {(r["host"], r["code"]) for r in full["refusals"]}
     op.request("PATCH", "/v1/agents/host:host-b", json={"capacity": 0})
     assert op.get(f"/v1/placement/{vm}")["destination"] == "host:host-b"
+    drained = op.post("/v1/agents/host:host-b/drain")  # a drain is not ended by replacing the labels
+    got = op.request("PATCH", "/v1/agents/host:host-b", json={"labels": {"gpu": "yes"}})
+    assert got["labels"] == {"gpu": "yes", "vroot.draining": "true"}
+    assert op.get(f"/v1/placement/{vm}")["destination"] is None
+    assert all(_wait_done(op, m)["state"] == "completed" for m in drained["migrations"])
 
 
 def test_mc_f1_a_retired_baseline_evacuates_its_hosts_by_policy(world):

@@ -5,12 +5,13 @@ Manifests are sent as they are written, YAML or JSON (`vroot baseline learn` out
 with `vroot.baseline.load_manifest` / `load_policy` before anything is stored."""
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from vroot.errors import InvalidInput
+from vroot.server._migrations import DRAIN_LABEL
 from vroot.server.api._app import AppContext
 from vroot.server.api._routes_public import errors, operator_dependency
 from vroot.server.api._schemas import AGENT_ID_PATTERN, AgentOut
@@ -121,7 +122,10 @@ def library_routes(ctx: AppContext) -> APIRouter:
     def patch_agent(body: AgentPatch, agent_id: AgentId) -> AgentOut:
         """Assign an agent's policy group and its placement attributes (labels, zone, capacity: what
         the migration controller reads). The next appraisal uses the new group."""
-        labels = KEEP if body.labels is None else body.labels
+        labels: Any = KEEP
+        if body.labels is not None:  # a drain is ended with DELETE .../drain, never by replacing labels
+            draining = {k: v for k, v in store.agents.get(agent_id).labels.items() if k == DRAIN_LABEL}
+            labels = {**body.labels, **draining}
         group = KEEP if body.group is None else body.group
         zone = KEEP if body.zone is None else body.zone
         capacity = KEEP if body.capacity is None else body.capacity
