@@ -22,14 +22,23 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from vroot._demo_host import DemoHost, deep_quote, learnt_baseline, vek_tree
@@ -38,6 +47,8 @@ from vroot._demo_server import DemoServer, attest_all, publish_library
 from vroot._demo_views import chain_table, verdict_table
 from vroot.errors import VrootError
 from vroot.tpm2 import HashAlg
+
+T = TypeVar("T")
 
 __all__ = ["run_demo"]
 
@@ -87,8 +98,23 @@ class _Narrator:
     def record(self, what: str, clause: str, outcome: str) -> None:
         self.results.append((what, clause, outcome))
 
+    def progress(self, items: Iterable[T], what: str, *, total: int | None = None) -> Iterator[T]:
+        """`items`, with a transient progress bar while they take their time (a second or more
+        each: provisioning TMs, booting hosts). No bar with --fast or when not on a terminal."""
+        items = list(items)
+        if self.fast or not self.console.is_terminal:
+            yield from items
+            return
+        with Progress(SpinnerColumn(), TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=self.console, transient=True) as bar:  # fmt: skip
+            task = bar.add_task(what, total=total or len(items))
+            for item in items:
+                yield item
+                bar.advance(task)
 
-def run_demo(*, fast: bool = False, workdir: Path | None = None, console: Console | None = None) -> int:
+
+def run_demo(*, fast: bool = False, workdir: Path | None = None, console: Console | None = None,
+             keep: bool = False) -> int:
     """Run the demo; return 0 when every step behaved as the story says (1 otherwise). Every process
     it starts (the server, each host's swtpm and its vTMs) is stopped by PID before it returns."""
     console = console or Console()
@@ -107,7 +133,7 @@ def run_demo(*, fast: bool = False, workdir: Path | None = None, console: Consol
     base.chmod(0o711)  # each vTM's swtpm runs as its own uid (when root) and must pass through
     started = time.monotonic()
     try:
-        return _Story(say, base).run()
+        return _Story(say, base, keep=keep).run()
     except VrootError as exc:
         say.bad(f"the demo stopped: {exc.diagnostics()}")
         return 1
@@ -120,8 +146,9 @@ def run_demo(*, fast: bool = False, workdir: Path | None = None, console: Consol
 class _Story(IncidentSteps):
     """The steps, in order; `run()` returns 0 when each behaved as told."""
 
-    def __init__(self, say: _Narrator, base: Path) -> None:
+    def __init__(self, say: _Narrator, base: Path, *, keep: bool = False) -> None:
         self.say = say
+        self.keep = keep
         self.console = say.console
         self.base = base
         self.ca_dir = base / "manufacturer-ca"
@@ -157,9 +184,26 @@ class _Story(IncidentSteps):
             self._guests_enroll()
             self._attest_trusted()
             self.run_incident()
+            if self.keep:
+                self._keep_running()
         finally:
             self._close()
         return self._summary()
+
+    def _keep_running(self) -> None:
+        """Leave the server and the hosts up for the operator to explore, until Enter or Ctrl-C."""
+        assert self.server is not None
+        self.console.print()
+        self.console.print(Panel.fit(
+            f"Dashboard: [bold]{self.server.url}/ui/[/bold]  (operator token: {self.server.token})\n"
+            f"The server's CA (for curl --cacert, or to trust in a browser): {self.server.ca}\n"
+            f"API: vroot attest host-a --server {self.server.url} --ca {self.server.ca} --token …\n"
+            "Press Enter (or Ctrl-C) to stop the server and the hosts.",
+            title="the demo's server and hosts are still running", border_style="cyan"))  # fmt: skip
+        try:
+            input()
+        except (EOFError, KeyboardInterrupt):
+            pass
 
     def _close(self) -> None:
         """Stop every host (its guests, task loop, vTMs and TM; the hosts side by side, as each waits
@@ -186,7 +230,7 @@ class _Story(IncidentSteps):
                       "Three simulated hosts, host-a, host-b and host-c: each TM is a swtpm process (a real TPM "
                       "2.0). vroot creates each host's EK (certified by a test manufacturer CA), AK, and vTM-manager "
                       "key, usable only in the host's trusted state.")  # fmt: skip
-        for host in HOSTS:
+        for host in self.say.progress(HOSTS, "provisioning TMs"):
             config = HostConfig(host_id=host, mode="simulate", trusted_pcrs=TRUSTED_PCRS)
             keys = init_host(self.host_dir(host), config=config, now=datetime.now(UTC),
                              serial=int.from_bytes(os.urandom(8), "big") >> 1, manufacturer_ca_dir=self.ca_dir)  # fmt: skip
@@ -237,7 +281,7 @@ class _Story(IncidentSteps):
                       "CRTM → firmware → boot loader → kernel → VMM → vTM manager: digests into PCRs, descriptions "
                       "into a TCG log and an IMA log. Each host's task loop starts: it long-polls the server and "
                       "opens no port.")  # fmt: skip
-        for name, host in self.hosts.items():
+        for name, host in self.say.progress(self.hosts.items(), "booting hosts", total=len(self.hosts)):
             verified, chain = deep_quote(host)
             if name == HOSTS[0]:
                 self.console.print(chain_table(chain, BANK))

@@ -60,8 +60,10 @@ def demo() -> Iterator[DemoRun]:
     workdir = Path(tempfile.mkdtemp(prefix="vrd", dir="/tmp"))  # short: vTM sockets live under it
     env = {**os.environ, "COLUMNS": "200", "PYTHONIOENCODING": "utf-8", "TSS2_LOG": "all+NONE"}
     try:
-        out = subprocess.run([sys.executable, "-m", "vroot.cli.entry", "demo", "--fast", "--workdir", str(workdir)],
-                             capture_output=True, text=True, timeout=120, env=env, check=False)  # fmt: skip
+        # --keep: at the end the demo shows the dashboard's address and waits for Enter (given here)
+        out = subprocess.run([sys.executable, "-m", "vroot.cli.entry", "demo", "--fast", "--keep", "--workdir",
+                              str(workdir)], input="\n", capture_output=True, text=True, timeout=120, env=env,
+                             check=False)  # fmt: skip
         yield DemoRun(code=out.returncode, out=out.stdout, err=out.stderr, workdir=workdir)
     finally:
         for pid in _processes_mentioning(str(workdir)):  # only if the demo left one: the last test says so
@@ -98,6 +100,13 @@ def test_demo_command_exits_zero_and_tells_the_whole_story(demo):
         assert re.search(rf"│ {re.escape(what)}\s+│ {re.escape(req)}\s+│", summary), row
     for clause in ("clause 5.5.2", "clause 5.5.3, 6.6", "clause 6.6, DP-4"):
         assert clause in demo.out
+
+
+def test_the_demo_ends_with_the_dashboards_address_until_enter(demo):
+    kept = demo.out.split("the demo's server and hosts are still running", 1)[-1]
+    assert re.search(r"Dashboard: https://127\.0\.0\.1:\d+/ui/", kept), kept[:500]
+    assert "Press Enter (or Ctrl-C) to stop the server and the hosts." in kept
+    assert kept.index("Press Enter") < kept.index("server process")  # stopped only after Enter
 
 
 def test_ra1_hosts_and_guests_enroll_with_the_server(demo):
