@@ -35,6 +35,7 @@ bench: setup $(KEYLIME_VENV)/bin/python
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/vtm_bench.py
 	$(BIN)/python benchmarks/appraisal_bench.py
+	$(BIN)/python benchmarks/migration_bench.py
 
 lint: setup
 	$(BIN)/ruff check
