@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-APT_PACKAGES=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc python3-dev python3-venv qemu-system-x86 ovmf postgresql)
+APT_PACKAGES=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc python3-dev python3-venv qemu-system-x86 ovmf postgresql chromium chromium-driver)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

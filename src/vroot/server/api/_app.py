@@ -112,6 +112,7 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
     from vroot.server.api._routes_migrations import migration_routes
     from vroot.server.api._routes_platform import platform_routes
     from vroot.server.api._routes_public import public_routes
+    from vroot.server.api._routes_ui import ui_routes
 
     store, clock = services.store, services.clock
     waker = TaskWaker(store, listen_timeout=min(0.5, settings.poll_interval_seconds))
@@ -183,6 +184,7 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
     app.include_router(event_routes(ctx))
     app.include_router(migration_routes(ctx))
     app.include_router(platform_routes(ctx))
+    app.include_router(ui_routes(ctx))
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(CountRequests, counts=ctx.counts)
     app.state.vroot = ctx
