@@ -66,7 +66,7 @@ export function buildChain({ result, manifest, eventPcrs = null }) {
       const hex = (finding.expected ?? "").split(":").at(-1);
       const missing = samePcr.find((r) => Object.values(manifest.reference_values[r.position].digests ?? {}).includes(hex));
       if (missing) {
-        missing.status = "missing";
+        if (missing.status !== "replaced") missing.status = "missing"; // else: measured, but another event
         missing.findings.push(finding);
         continue;
       }

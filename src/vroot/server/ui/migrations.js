@@ -14,6 +14,7 @@ export function migrationsPage({ target, onAuthError }) {
   const listBox = el("section", { id: "migration-list" });
   let agents = [];
   let started = false;
+  let placementSeq = 0;
 
   async function refresh() {
     const mine = ++seq;
@@ -30,21 +31,28 @@ export function migrationsPage({ target, onAuthError }) {
       started = true;
       replace(target, el("h1", {}, "Migrations"), formBox, listBox);
       renderForm();
+      checkPlacement();
     }
     replace(listBox, renderList(migrations));
   }
 
   async function checkPlacement() {
+    const mine = ++placementSeq; // only the answer to the latest choice is shown
     form.placement = form.placementError = null;
     renderForm();
     if (!form.vm) return;
     const query = form.to ? `?to=${enc(form.to)}` : "";
+    let placement = null;
+    let error = null;
     try {
-      form.placement = await api(`/v1/placement/${enc(form.vm)}${query}`);
+      placement = await api(`/v1/placement/${enc(form.vm)}${query}`);
     } catch (err) {
       onAuthError(err);
-      form.placementError = err;
+      error = err;
     }
+    if (mine !== placementSeq) return;
+    form.placement = placement;
+    form.placementError = error;
     renderForm();
   }
 
@@ -90,7 +98,7 @@ export function migrationsPage({ target, onAuthError }) {
     if (form.placementError) return el("div", { id: "placement" }, errorBox(form.placementError));
     const p = form.placement;
     if (!p) return form.vm ? el("p", { id: "placement", class: "muted" }, "placement: checking…") : null;
-    return el("div", { id: "placement", dataset: { destination: p.destination ?? "" } },
+    return el("div", { id: "placement", dataset: { vm: p.vm_uuid, to: form.to, destination: p.destination ?? "" } },
       el("p", {}, "Placement now: ", p.destination ? ["→ ", agentLink(p.destination)] : el("strong", {}, "no host qualifies"),
          el("span", { class: "muted" }, ` (from ${p.source}; candidates: ${p.candidates.join(", ") || "none"})`)),
       p.refusals.length ? el("table", { class: "refusals" },
@@ -100,7 +108,6 @@ export function migrationsPage({ target, onAuthError }) {
       el("p", { class: "muted small" }, p.explanation));
   }
 
-  if (!started) api("/v1/agents").then((got) => { agents = got.agents; renderForm(); }).catch(() => {});
   return { refresh, stop: () => { seq += 1; clearInterval(timer); } };
 }
 
