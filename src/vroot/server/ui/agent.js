@@ -118,8 +118,8 @@ function findingsSection(result) {
         el("thead", {}, el("tr", {}, ["finding", "severity", "PCR", "event", "expected", "seen", "message"].map((h) => el("th", {}, h)))),
         el("tbody", {}, findings.map((f) => el("tr", { dataset: { finding: f.id, pcr: f.pcr ?? "" } },
           el("td", {}, el("code", {}, f.id)), el("td", {}, f.severity), el("td", {}, f.pcr ?? ""),
-          el("td", {}, f.event_index ?? ""), el("td", { class: "mono" }, f.expected ?? ""),
-          el("td", { class: "mono" }, short(f.seen, 28)), el("td", {}, f.message))))));
+          el("td", {}, f.event_index ?? ""), el("td", { class: "mono", title: f.expected ?? "" }, short(f.expected, 40)),
+          el("td", { class: "mono", title: f.seen ?? "" }, short(f.seen, 28)), el("td", {}, f.message))))));
 }
 
 const STATUS_TEXT = {

@@ -13,7 +13,8 @@ export function livePage({ target, shared }) {
     return el("li", { class: `event kind-${(e.kind ?? "").replaceAll(".", "-")}`, dataset: { kind: e.kind, agent: e.agent_id ?? "" } },
       el("span", { class: "muted mono" }, `#${e.id} ${time(e.created_at)}`), " ",
       el("strong", {}, e.kind), " ", e.agent_id ? agentLink(e.agent_id) : "", " ",
-      el("code", { class: "small" }, JSON.stringify(e.body ?? {})));
+      el("span", { class: "event-summary" }, summary(e)), " ",
+      el("details", { class: "small" }, el("summary", {}, "body"), el("code", {}, JSON.stringify(e.body ?? {}))));
   }
 
   function render() {
@@ -29,4 +30,17 @@ export function livePage({ target, shared }) {
           el("p", { class: "muted small" }, "From GET /v1/events (server-sent events), newest first; the page updates as they arrive."),
           list);
   return { refresh: render, stop: () => shared.listeners.delete(listener) };
+}
+
+/** One line for an event's body: a verdict's change, a migration's route and step times, a move. */
+function summary(e) {
+  const b = e.body ?? {};
+  if (e.kind === "verdict.changed") return `${b.previous ?? "none"} → ${b.verdict} (result ${b.result_id})`;
+  if ((e.kind ?? "").startsWith("migration.") && b.source) {
+    const steps = (b.steps ?? []).map((s) => `${s.name} ${s.ms === null ? "…" : `${Math.round(s.ms)} ms`}`).join(", ");
+    return `${b.source} → ${b.destination}: ${b.state}${steps ? ` (${steps})` : ""}${b.error ? `: ${b.error}` : ""}`;
+  }
+  if (e.kind === "agent.moved") return `${b.from} → ${b.to}`;
+  const text = JSON.stringify(b);
+  return text.length > 160 ? `${text.slice(0, 160)}…` : text;
 }
