@@ -25,7 +25,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
-pytestmark = [pytest.mark.tpm, pytest.mark.slow]
+pytestmark = pytest.mark.tpm  # the whole module takes about 12 s
 
 
 @pytest.fixture(scope="module")
