@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from vroot.cli.migrate import drain
+
 app = typer.Typer(
     help="Provision a host's TM and run the host agent that owns its vTMs.", no_args_is_help=True
 )
@@ -107,19 +109,7 @@ def enroll(
     print(f"run the agent with: vroot host run {directory} --server {server} --ca {ca}")
 
 
-@app.command("drain")
-def drain(
-    host: str = typer.Argument(..., metavar="HOST", help="host:ID or a bare host id."),
-    server: str = typer.Option(..., "--server", help="The server's https:// URL."),
-    token: str | None = typer.Option(None, "--token", help="Operator token (default: $VROOT_TOKEN)."),
-    ca: Path | None = typer.Option(None, "--ca", help="The server's operations CA (default: the system's CAs)."),
-    undo: bool = typer.Option(False, "--undo", help="Take migrations again (end the drain)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
-    """Drain a host (on the RA server): nothing migrates to it, and each of its VMs moves to its best host."""
-    from vroot.cli.migrate import drain as run_drain
-
-    run_drain(host=host, server=server, token=token, ca=ca, undo=undo, as_json=as_json)
+app.command("drain")(drain)  # vroot host drain HOST: the migration controller's drain (MC-F1)
 
 
 @app.command()

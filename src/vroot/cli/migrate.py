@@ -105,7 +105,7 @@ def drain(
     undo: bool = typer.Option(False, "--undo", help="Take migrations again (end the drain)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Drain a host: nothing migrates to it, and each of its VMs moves to its best host."""
+    """Drain a host (on the RA server): nothing migrates to it, and each of its VMs moves to its best host."""
     from vroot.errors import VrootError
 
     agent = _host(host)
