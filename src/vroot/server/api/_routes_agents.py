@@ -84,10 +84,10 @@ def agent_routes(ctx: AppContext) -> APIRouter:
         async def still_wanted() -> bool:
             nonlocal polls
             polls += 1
+            if await request.is_disconnected():  # gone while it waited (in the thread pool's queue, too)
+                return False
             if polls == 1:
                 return True  # just authenticated
-            if await request.is_disconnected():
-                return False
             now = await run_in_threadpool(store.agents.find, agent.id)
             return now is not None and now.state is AgentState.ACTIVE and now.client_serial == agent.client_serial
 
