@@ -58,6 +58,7 @@ DRAIN_LABEL = "vroot.draining"  # a host label: "true" while an operator drains 
 MIGRATION_KINDS = frozenset({"prepare-migration-in", "migrate-out", "import", "finalize-in", "finalize-out",
                              "abort-in", "abort-out"})  # fmt: skip
 RETRIES = 5
+OPEN_TASKS_LISTED = 10_000  # the store's largest listing
 
 
 class NoDestination(Conflict):
@@ -232,7 +233,12 @@ class MigrationService:
     def tick(self) -> None:
         """Deadlines before commit, tasks missing for open migrations (after a crash or a failed
         finalize), and the policy's evacuations (hosts under a retired baseline)."""
+        open_keys = self._open_task_keys()  # taken before the records are read
         for record in self._store.migrations.list(open_only=True, limit=1000):
+            listed = _from_record(record)
+            if (open_keys is not None and on_deadline(listed, self._s.clock()) == listed
+                    and all(spec.key in open_keys for spec in tasks_for(listed))):  # fmt: skip
+                continue  # not due, every task it needs open; a later state's tasks are queued by accept
             m = self._update(record.id, lambda m, now: on_deadline(m, now))
             if m is not None:
                 self._queue(m)
@@ -242,6 +248,17 @@ class MigrationService:
 
     def get(self, migration_id: uuid.UUID) -> MigrationRecord:
         return self._store.migrations.get(migration_id)
+
+    def _open_task_keys(self) -> set[str] | None:
+        """The keys of every open (queued or leased) migration task, or None if there may be more
+        than one listing holds (then `tick` looks at each migration as if none were open)."""
+        keys: set[str] = set()
+        for state in (TaskState.QUEUED, TaskState.LEASED):
+            tasks = self._store.tasks.list(state=state, limit=OPEN_TASKS_LISTED)
+            if len(tasks) >= OPEN_TASKS_LISTED:
+                return None
+            keys.update(t.key for t in tasks if t.key and t.key.startswith("mig:"))
+        return keys
 
     # -- internals ----------------------------------------------------------------------------------
 
@@ -262,9 +279,9 @@ class MigrationService:
             except Conflict:
                 continue  # another replica moved it: read again
             self._published(stored, before.state)
+            self._queue(after)  # first: the engine's next step starts while the scan below runs
             if after.state is not before.state:
                 self._cancel_unneeded(after)
-            self._queue(after)
             return after
         raise Conflict(f"migration {migration_id} keeps changing; try again")
 
