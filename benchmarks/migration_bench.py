@@ -311,7 +311,7 @@ def main() -> int:
     anchor = bench_anchor(args.anchor_n)
     after = _busy_note()
     if after != note:
-        note = f"{note} at the start, {after.replace('during this run', '')}at the end".replace("  ", " ")
+        note = f"{note.replace(' during this run', '')} at the start, {after.replace(' during this run', '')} at the end"
     argv = [".venv/bin/python", "benchmarks/migration_bench.py", *sys.argv[1:]]
     text = report(one, evac, anchor, n=args.n, argv=argv, note=note)
     print(text)
