@@ -256,3 +256,13 @@ def test_lease_of_an_agent_with_nothing_leasable_changes_nothing(store: Store) -
     queued = store.tasks.enqueue(agent_id="host:h1", kind="attest", payload=2, now=NOW)
     assert [t.id for t in store.tasks.lease(agent_id="host:h1", owner="host:h1", now=NOW, lease_seconds=30)] == [
         queued.id]  # fmt: skip
+
+
+def test_mig8_tasks_that_finish_a_started_migration_are_leased_first(store: Store) -> None:
+    """A destination imports and unlocks the vTMs already locked for it before preparing for more
+    (a drain queues many prepare tasks first); within each group, oldest first."""
+    add_host(store)
+    ids = {kind: store.tasks.enqueue(agent_id="host:h1", kind=kind, payload={}, now=NOW).id
+           for kind in ("prepare-migration-in", "attest-x", "import", "finalize-in")}  # fmt: skip
+    order = [store.tasks.lease(agent_id="host:h1", owner="host:h1", now=NOW, lease_seconds=60)[0].id for _ in ids]
+    assert order == [ids["import"], ids["finalize-in"], ids["prepare-migration-in"], ids["attest-x"]]

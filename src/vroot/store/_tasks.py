@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from vroot.errors import Conflict, InvalidInput, NotFound
@@ -28,6 +28,12 @@ from vroot.store._records import TaskRecord, TaskState
 from vroot.store._types import aware, check_limit
 
 __all__ = ["TaskRepository"]
+
+# Tasks that finish work a migration already started go before the rest, oldest first within each
+# group: a destination imports (and unlocks) the vTMs already locked for it before it prepares for
+# more, so a vTM's lock does not wait behind a drain's queue of prepare tasks.
+FIRST_KINDS = ("import", "finalize-in", "finalize-out", "abort-in", "abort-out")
+_FIRST = case((TaskRow.kind.in_(FIRST_KINDS), 0), else_=1)
 
 _OPEN = (TaskState.QUEUED.value, TaskState.LEASED.value)
 
@@ -203,7 +209,7 @@ class TaskRepository:
         with self._db.write(f"lease tasks of {agent_id or 'any agent'}") as s:
             while len(leased) < limit:
                 batch = s.scalars(
-                    query.order_by(TaskRow.id).limit(limit - len(leased)).with_for_update(skip_locked=True)
+                    query.order_by(_FIRST, TaskRow.id).limit(limit - len(leased)).with_for_update(skip_locked=True)
                 ).all()
                 if not batch:
                     break
