@@ -161,11 +161,12 @@ def test_ra6_scheduler_of_two_replicas_attests_each_host_once_per_interval(serve
         results = wait_for(lambda: (r := store.results.history(host.agent_id, limit=10)) and len(r) >= 3 and r,
                            timeout=20, what="three scheduled results")  # fmt: skip
         assert all(r.verdict.value == "trusted" for r in results)
-        times = sorted(r.created_at for r in results)
-        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
-        assert min(gaps) >= 1.8, f"attested more often than the interval: {gaps}"
         tasks = [t for t in store.tasks.list(agent_id=host.agent_id, limit=100) if t.kind == "attest"]
-        done = [t for t in tasks if t.state.value == "done"]
+        done = sorted((t for t in tasks if t.state.value == "done"), key=lambda t: t.created_at)
+        # the next challenge comes an interval after the previous verdict (recorded as its task
+        # closes), whichever replica's scheduler makes it; how fast the agent answers does not matter
+        waits = [(b.created_at - a.finished_at).total_seconds() for a, b in zip(done, done[1:], strict=False)]
+        assert waits and min(waits) >= 1.9, f"challenged again sooner than the interval: {waits}"
         assert len(done) >= len(results) and len(tasks) - len(done) <= 1  # no duplicate open task
         assert store.tasks.list(agent_id="host:idle") == []
     finally:
