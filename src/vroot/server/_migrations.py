@@ -39,6 +39,7 @@ from vroot.controller import (
     hosts_to_evacuate,
     on_deadline,
     on_result,
+    plan_evacuation,
     sign_migration_task,
     start,
     tasks_for,
@@ -178,12 +179,16 @@ class MigrationService:
         source, placement = self.placement(vm_uuid, to=to)
         if placement.destination is None:
             raise NoDestination(f"VM {vm_uuid}: {placement.explain()}")
+        return self._start(self._guest(vm_uuid), source=source, destination=placement.destination, trigger=trigger)
+
+    def _start(self, guest: Any, *, source: str, destination: str, trigger: str) -> MigrationRecord:
+        """Record a migration the placement rules chose and queue its first task."""
         now = self._s.clock()
-        guest, destination = self._guest(vm_uuid), self._store.agents.get(placement.destination)
+        vm_uuid = uuid.UUID(guest.vm_uuid)
         m = start(migration_id=uuid.UUID(bytes=self._s.rng(16), version=4), vm_uuid=vm_uuid, source=source,
-                  destination=placement.destination, trigger=trigger, nonce=self._s.rng(32), now=now,
-                  timeout=self._timeout, vek_name=parse_public(guest.ek_public).name(),
-                  destination_ak_public=destination.ak_public or b"")  # fmt: skip
+                  destination=destination, trigger=trigger, nonce=self._s.rng(32), now=now, timeout=self._timeout,
+                  vek_name=parse_public(guest.ek_public).name(),
+                  destination_ak_public=self._store.agents.get(destination).ak_public or b"")  # fmt: skip
         record = self._store.migrations.add(_to_record(m, version=1, updated_at=now))
         self._published(record, None)
         self._queue(m)
@@ -202,16 +207,29 @@ class MigrationService:
         self._store.agents.update(host, labels={k: v for k, v in agent.labels.items() if k != DRAIN_LABEL})
 
     def _evacuate(self, host: str, *, trigger: str) -> DrainResult:
-        started, stranded = [], []
+        """Every active VM of `host` not already migrating, placed in one pass over the fleet
+        (`plan_evacuation`: each move counts against its destination's room)."""
         busy = {r.vm_uuid for r in self._store.migrations.list(open_only=True, limit=1000)}
-        for guest in self._store.agents.list(kind=AgentKind.GUEST, host_id=host, state=AgentState.ACTIVE):
-            vm = uuid.UUID(guest.vm_uuid)
-            if vm in busy:
+        guests = {uuid.UUID(g.vm_uuid): g for g in self._store.agents.list(kind=AgentKind.GUEST, host_id=host,
+                                                                            state=AgentState.ACTIVE)}  # fmt: skip
+        leaving = [vm for vm in guests if vm not in busy]
+        fleet = self.fleet()
+        if host not in fleet:
+            raise NotFound(f"host {host} is not known")
+        plan = plan_evacuation([str(vm) for vm in leaving], source=fleet[host], hosts=fleet.values(), rules=self.rules,
+                               now=self._s.clock())  # fmt: skip
+        started, stranded = [], []
+        for vm, placement in plan.moves:
+            if placement.destination is None:
+                stranded.append((vm, f"VM {vm}: {placement.explain()}"))
                 continue
             try:
-                started.append(self.request(vm, trigger=trigger).id)
-            except (NoDestination, Conflict) as exc:
-                stranded.append((str(vm), str(exc)))
+                record = self._start(guests[uuid.UUID(vm)], source=host, destination=placement.destination,
+                                     trigger=trigger)  # fmt: skip
+            except Conflict as exc:  # it started migrating meanwhile
+                stranded.append((vm, str(exc)))
+                continue
+            started.append(record.id)
         return DrainResult(host=host, migrations=tuple(started), stranded=tuple(stranded))
 
     # -- engines' answers (MC-F3) -------------------------------------------------------------------
