@@ -1,4 +1,6 @@
-"""`vroot attest HOST|VM --server URL --token TOKEN [--ca PEM] [--json] [--wait SECONDS]`.
+"""`vroot attest HOST|VM --server URL --token TOKEN [--ca PEM] [--json] [--wait SECONDS]`, and
+`vroot attest server --server URL --ca PEM --manufacturer-ca PEM [--baseline B --policy P]` (MC-S2,
+`vroot.cli.attest_server`).
 
 Asks the server to attest a host or a VM now (RA-2), waits for the result and prints it: the
 verdict, the policy it was appraised under, the AR4SI vector of the signed result, and every
@@ -72,7 +74,8 @@ def agent_id_of(text: str) -> str:
 
 def attest(
     agent_id: str = typer.Argument(
-        ..., metavar="HOST|VM", help="host:ID or a bare host id; vm:UUID or a bare VM UUID (joint verdict)."
+        ..., metavar="HOST|VM|server",
+        help="host:ID or a bare host id; vm:UUID or a bare VM UUID (joint verdict); server: the server's own platform.",
     ),
     server: str = typer.Option(..., "--server", help="The server's https:// URL."),
     token: str | None = typer.Option(None, "--token", help="Operator token (default: $VROOT_TOKEN)."),
