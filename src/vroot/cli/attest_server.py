@@ -54,8 +54,7 @@ def attest_server(*, server: str, ca: Path | None, manufacturer_cas: list[Path],
     from vroot.attestation import UnverifiedHostEvidence
     from vroot.attestation.platform import verify_platform_evidence
     from vroot.errors import ActivationFailed, InvalidInput
-    from vroot.tpm2 import parse_public
-    from vroot.tpm2._credential import make_credential
+    from vroot.tpm2 import make_credential, parse_public
 
     if not manufacturer_cas:
         raise InvalidInput("give the TM manufacturer's CA with --manufacturer-ca (repeatable)")

@@ -21,6 +21,7 @@ import base64
 import json
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -45,6 +46,7 @@ from vroot.controller import (
     tasks_for,
 )
 from vroot.errors import Conflict, InvalidInput, NotFound, VrootError
+from vroot.pki._jws import unb64url
 from vroot.server._services import Services
 from vroot.server._threads import ServiceThread
 from vroot.store import AgentKind, AgentState, TaskRecord, TaskState
@@ -75,9 +77,7 @@ class DrainResult:
 
 def _to_record(m: Migration, *, version: int, updated_at: datetime) -> MigrationRecord:
     body = {
-        "steps": [{"name": s.name, "started_at": s.started_at.isoformat(),
-                   "finished_at": s.finished_at.isoformat() if s.finished_at else None, "detail": s.detail}
-                  for s in m.steps],  # fmt: skip
+        "steps": [_step_json(s) for s in m.steps],
         "ticket": dict(m.ticket),
         "destination_ak_public": m.destination_ak_public,
         "target": dict(m.target) if m.target is not None else None,
@@ -102,17 +102,18 @@ def _from_record(r: MigrationRecord) -> Migration:
                      done_sides=frozenset(b.get("done_sides", ())))  # fmt: skip
 
 
-def migration_json(r: MigrationRecord, *, with_blob: bool = False) -> dict[str, Any]:
+def _step_json(s: Step) -> dict[str, Any]:
+    return {"name": s.name, "started_at": s.started_at.isoformat(),
+            "finished_at": s.finished_at.isoformat() if s.finished_at else None, "detail": s.detail}  # fmt: skip
+
+
+def migration_json(r: MigrationRecord) -> dict[str, Any]:
     """A migration record for the API and events: every step's times; never the blob's bytes."""
-    m = _from_record(r)
     return {
         "id": str(r.id), "vm_uuid": str(r.vm_uuid), "source": r.source, "destination": r.destination,
         "trigger": r.trigger, "state": r.state, "error": r.error, "created_at": r.created_at.isoformat(),
         "updated_at": r.updated_at.isoformat(), "deadline": r.deadline.isoformat(),
-        "steps": [{"name": s.name, "started_at": s.started_at.isoformat(),
-                   "finished_at": s.finished_at.isoformat() if s.finished_at else None,
-                   "ms": None if s.ms is None else round(s.ms, 3), "detail": s.detail} for s in m.steps],
-        **({"blob_bytes": len(json.dumps(m.blob))} if with_blob and m.blob else {}),
+        "steps": [{**_step_json(s), "ms": None if s.ms is None else round(s.ms, 3)} for s in _from_record(r).steps],
     }  # fmt: skip
 
 
@@ -138,17 +139,15 @@ class MigrationService:
         hosts = store.agents.list(kind=AgentKind.HOST)
         guests = store.agents.list(kind=AgentKind.GUEST)
         latest = store.results.latest_for([h.id for h in hosts])
-        incoming: dict[str, int] = {}
-        for r in store.migrations.list(open_only=True, limit=1000):
-            incoming[r.destination] = incoming.get(r.destination, 0) + 1
+        vtms = Counter(g.host_id for g in guests if g.state is not AgentState.REVOKED)
+        vtms.update(r.destination for r in store.migrations.list(open_only=True, limit=1000))  # heading there
         out = {}
         for h in hosts:
             result = latest.get(h.id)
             out[h.id] = HostView(
                 agent_id=h.id, active=h.state is AgentState.ACTIVE, draining=h.labels.get(DRAIN_LABEL) == "true",
                 zone=h.zone, labels=dict(h.labels), capacity=h.capacity or None,
-                vtms=sum(1 for g in guests if g.host_id == h.id and g.state is not AgentState.REVOKED)
-                + incoming.get(h.id, 0),
+                vtms=vtms[h.id],
                 verdict=result.verdict.value if result else None, verdict_at=result.created_at if result else None,
                 result_id=result.id if result else None, baseline=_baseline_of(result.signed if result else None),
             )  # fmt: skip
@@ -355,13 +354,12 @@ def _baseline_of(signed: str | None) -> tuple[str, int] | None:
     if not signed:
         return None
     try:
-        payload = signed.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        claims = json.loads(unb64url(signed.split(".")[1], "EAR payload"))  # our own signed result
         (sub,) = claims["submods"].values()
         _, _, baseline = sub["ear.appraisal-policy-id"].partition("/")
         name, _, version = baseline.rpartition("@")
         return (name, int(version)) if name else None
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, InvalidInput):
         return None
 
 

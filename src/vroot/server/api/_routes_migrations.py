@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from vroot.server._migrations import migration_json
 from vroot.server.api._app import AppContext
 from vroot.server.api._routes_public import errors, operator_dependency
 from vroot.server.api._schemas import AGENT_ID_PATTERN
@@ -75,8 +76,6 @@ class DrainOut(BaseModel):
 
 
 def _out(record: Any) -> MigrationOut:
-    from vroot.server._migrations import migration_json
-
     return MigrationOut(**migration_json(record))
 
 
