@@ -56,6 +56,13 @@ def _task(row: TaskRow) -> TaskRecord:
     )
 
 
+def _check_task(kind: str, max_attempts: int) -> None:
+    if not kind or len(kind) > 64:
+        raise InvalidInput(f"task kind must be 1..64 characters, got {kind!r}")
+    if max_attempts < 1:
+        raise InvalidInput(f"max_attempts must be >= 1, got {max_attempts}")
+
+
 class TaskRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -76,29 +83,10 @@ class TaskRepository:
         it is returned unchanged and nothing is queued. Raises NotFound for an unknown agent.
         """
         now = aware(now, "now")
-        if not kind or len(kind) > 64:
-            raise InvalidInput(f"task kind must be 1..64 characters, got {kind!r}")
-        if max_attempts < 1:
-            raise InvalidInput(f"max_attempts must be >= 1, got {max_attempts}")
+        _check_task(kind, max_attempts)
         with self._db.write(f"enqueue {kind} for {agent_id}") as s:
-            if s.get(AgentRow, agent_id) is None:
-                raise NotFound(f"agent {agent_id} does not exist")
-            if key is not None and (existing := self._open_with_key(s, agent_id, key)) is not None:
-                return _task(existing)
-            row = TaskRow(
-                agent_id=agent_id,
-                kind=kind,
-                key=key,
-                payload=payload,
-                state=TaskState.QUEUED.value,
-                attempts=0,
-                max_attempts=max_attempts,
-                created_at=now,
-            )
-            s.add(row)
-            s.flush()  # a concurrent enqueue with the same key fails here (Conflict) on PostgreSQL
-            notify_after_commit(s, TASKS_CHANNEL, agent_id)
-            return _task(row)
+            return self._add(s, agent_id=agent_id, kind=kind, key=key, payload=payload, now=now,
+                             max_attempts=max_attempts)  # fmt: skip
 
     def enqueue_challenge(
         self,
@@ -126,28 +114,29 @@ class TaskRepository:
             raise InvalidInput(f"nonce purpose must be 1..64 characters, got {purpose!r}")
         if expires_at <= now:
             raise InvalidInput("the nonce must expire after it is issued")
-        if not kind or len(kind) > 64:
-            raise InvalidInput(f"task kind must be 1..64 characters, got {kind!r}")
+        _check_task(kind, max_attempts)
+        nonce_row = NonceRow(value=nonce, agent_id=agent_id, purpose=purpose, issued_at=now, expires_at=expires_at)
         with self._db.write(f"enqueue {kind} with its nonce for {agent_id}") as s:
-            if s.get(AgentRow, agent_id) is None:
-                raise NotFound(f"agent {agent_id} does not exist")
-            if (existing := self._open_with_key(s, agent_id, key)) is not None:
-                return _task(existing)
-            s.add(NonceRow(value=nonce, agent_id=agent_id, purpose=purpose, issued_at=now, expires_at=expires_at))
-            row = TaskRow(
-                agent_id=agent_id,
-                kind=kind,
-                key=key,
-                payload=payload,
-                state=TaskState.QUEUED.value,
-                attempts=0,
-                max_attempts=max_attempts,
-                created_at=now,
-            )
-            s.add(row)
-            s.flush()
-            notify_after_commit(s, TASKS_CHANNEL, agent_id)
-            return _task(row)
+            return self._add(s, agent_id=agent_id, kind=kind, key=key, payload=payload, now=now,
+                             max_attempts=max_attempts, with_row=nonce_row)  # fmt: skip
+
+    @classmethod
+    def _add(cls, s: Session, *, agent_id: str, kind: str, key: str | None, payload: Any, now: datetime,
+             max_attempts: int, with_row: Any = None) -> TaskRecord:  # fmt: skip
+        """In `s`: the open task of `key` if there is one (nothing added), else a new queued task (and
+        `with_row` beside it), its agent's long-poll woken at commit. NotFound for an unknown agent."""
+        if s.get(AgentRow, agent_id) is None:
+            raise NotFound(f"agent {agent_id} does not exist")
+        if key is not None and (existing := cls._open_with_key(s, agent_id, key)) is not None:
+            return _task(existing)
+        if with_row is not None:
+            s.add(with_row)
+        row = TaskRow(agent_id=agent_id, kind=kind, key=key, payload=payload, state=TaskState.QUEUED.value,
+                      attempts=0, max_attempts=max_attempts, created_at=now)  # fmt: skip
+        s.add(row)
+        s.flush()  # a concurrent enqueue with the same key fails here (Conflict) on PostgreSQL
+        notify_after_commit(s, TASKS_CHANNEL, agent_id)
+        return _task(row)
 
     @staticmethod
     def _open_with_key(s: Session, agent_id: str, key: str) -> TaskRow | None:
