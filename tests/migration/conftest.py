@@ -8,10 +8,7 @@ by PID (also those a test left locked or half-made), as tests/vtm's fixtures do.
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,31 +17,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "vtm"))
 
 from migration_helpers import Host  # noqa: E402
-from vtm_helpers import make_host  # noqa: E402
+from vtm_helpers import kill_recorded_swtpms, make_host, scratch_dir  # noqa: E402
 
 os.environ.setdefault("TSS2_LOG", "all+NONE")
 
 
-def kill_recorded_pids(root: Path) -> None:
-    for pid_file in list(root.rglob("swtpm.pid")):
-        try:
-            pid = int(pid_file.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        if b"swtpm" in cmdline and str(root).encode() in cmdline:
-            os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vm", dir="/tmp"))
-    path.chmod(0o711)  # each vTM's swtpm runs as its own uid and must pass through
-    try:
+    with scratch_dir("vm") as path:
         yield path
-    finally:
-        kill_recorded_pids(path)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -65,4 +46,4 @@ def hosts(short_tmp: Path) -> Iterator[Callable[[str], Host]]:
                 host.close()
             except Exception:
                 pass
-        kill_recorded_pids(short_tmp)
+        kill_recorded_swtpms(short_tmp)

@@ -48,7 +48,6 @@ def _load_vtm_conftest():  # noqa: ANN202
 
 _vtm = _load_vtm_conftest()
 start_agent = _vtm.start_agent  # the host agent in a thread, as the vTM tests run it
-kill_recorded_swtpms = _vtm._kill_recorded_pids
 
 POLICY = """kind: vroot.policy
 group: {group}

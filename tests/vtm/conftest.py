@@ -8,16 +8,13 @@ swtpm whose PID file is under the host directory.
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from vtm_helpers import make_host
+from vtm_helpers import kill_recorded_swtpms, make_host, scratch_dir
 
 from vroot.host import AgentClient, HostPaths
 from vroot.host.agent import HostAgent
@@ -27,24 +24,8 @@ os.environ.setdefault("TSS2_LOG", "all+NONE")
 
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vr", dir="/tmp"))
-    path.chmod(0o711)  # each vTM's swtpm runs as its own uid and must pass through
-    try:
+    with scratch_dir("vr") as path:
         yield path
-    finally:
-        _kill_recorded_pids(path)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _kill_recorded_pids(root: Path) -> None:
-    for pid_file in list(root.rglob("swtpm.pid")):
-        try:
-            pid = int(pid_file.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        if b"swtpm" in cmdline and str(root).encode() in cmdline:
-            os.kill(pid, signal.SIGKILL)
 
 
 @dataclass
@@ -98,7 +79,7 @@ def agent_factory(short_tmp: Path) -> Iterator[Callable[..., RunningAgent]]:
                 running.stop()
             except Exception:
                 pass
-        _kill_recorded_pids(short_tmp)
+        kill_recorded_swtpms(short_tmp)
 
 
 @pytest.fixture

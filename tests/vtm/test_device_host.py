@@ -11,17 +11,13 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from cryptography.hazmat.primitives.serialization import Encoding
+from vtm_helpers import oem_tm
 
 from vroot.attestation import UnverifiedHostEvidence, verify_host_evidence
 from vroot.cli.main import run
 from vroot.errors import NotFound
 from vroot.host import HostConfig, init_host
-from vroot.measure import HOST_CHAIN, measured_boot, write_images
-from vroot.pki import create_ca, issue_ek_certificate
-from vroot.tm import TmClient
 from vroot.tm.swtpm import start_swtpm
-from vroot.tpm2 import parse_public
 
 pytestmark = pytest.mark.tpm
 
@@ -29,20 +25,8 @@ pytestmark = pytest.mark.tpm
 @pytest.fixture
 def hardware(short_tmp):
     """A TM with a manufacturer's EK certificate and a measured boot, and the firmware's logs."""
-    proc = start_swtpm(short_tmp / "hw", unix_path=short_tmp / "hw.sock")
-    try:
-        now = datetime.now(UTC)
-        with TmClient.open(proc.tcti) as tm:
-            with tm.create_primary_ek("ecc") as ek:
-                cert = issue_ek_certificate(create_ca(common_name="OEM CA", now=now), parse_public(ek.public),
-                                            now=now, serial=99)  # fmt: skip
-            tm.write_ek_certificate(cert.public_bytes(Encoding.DER), "ecc")
-            record = measured_boot(tm, HOST_CHAIN, write_images(short_tmp / "firmware", HOST_CHAIN))
-        (short_tmp / "binary_bios_measurements").write_bytes(record.tcg_log)
-        (short_tmp / "binary_runtime_measurements").write_bytes(record.ima_log)
+    with oem_tm(short_tmp) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_device_host_provisions_runs_vtms_and_deep_quotes(hardware, short_tmp, agent_factory, capsys):

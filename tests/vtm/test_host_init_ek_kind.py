@@ -4,17 +4,11 @@ ECC EK certificate and says it is missing; an unknown kind is a usage error (exi
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
-from cryptography.hazmat.primitives.serialization import Encoding
+from vtm_helpers import oem_tm
 
 from vroot.cli.main import run
 from vroot.host import HostPaths, load_host_keys
-from vroot.measure import HOST_CHAIN, measured_boot, write_images
-from vroot.pki import create_ca, issue_ek_certificate
-from vroot.tm import TmClient
-from vroot.tm.swtpm import start_swtpm
 from vroot.tpm2 import parse_public
 
 pytestmark = pytest.mark.tpm
@@ -22,25 +16,14 @@ pytestmark = pytest.mark.tpm
 
 @pytest.fixture
 def rsa_only_tm(short_tmp):
-    proc = start_swtpm(short_tmp / "hw", unix_path=short_tmp / "hw.sock")
-    try:
-        now = datetime.now(UTC)
-        with TmClient.open(proc.tcti) as tm:
-            with tm.create_primary_ek("rsa") as ek:
-                cert = issue_ek_certificate(create_ca(common_name="OEM CA", now=now), parse_public(ek.public),
-                                            now=now, serial=77)  # fmt: skip
-            tm.write_ek_certificate(cert.public_bytes(Encoding.DER), "rsa")
-            record = measured_boot(tm, HOST_CHAIN, write_images(short_tmp / "firmware", HOST_CHAIN))
-        (short_tmp / "bios.bin").write_bytes(record.tcg_log)
-        (short_tmp / "ima.bin").write_bytes(record.ima_log)
+    with oem_tm(short_tmp, "rsa") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def _init(short_tmp, tcti: str, name: str, *extra: str) -> int:  # noqa: ANN001
     return run(["host", "init", str(short_tmp / name), "--tcti", tcti, "--host-id", name,
-                "--boot-log", str(short_tmp / "bios.bin"), "--ima-log", str(short_tmp / "ima.bin"), *extra])  # fmt: skip
+                "--boot-log", str(short_tmp / "binary_bios_measurements"),
+                "--ima-log", str(short_tmp / "binary_runtime_measurements"), *extra])  # fmt: skip
 
 
 def test_hw_f2_host_init_with_an_rsa_ek_certificate(rsa_only_tm, short_tmp, capsys):
