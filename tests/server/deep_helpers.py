@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attest_helpers import Host, enrolled_host, kill_recorded_swtpms, learnt_manifest, upload_library
+from attest_helpers import Host, enrolled_host, learnt_manifest, upload_library
 from server_helpers import Server, launch_server, stop_server
-from vtm_helpers import make_host
+from vtm_helpers import kill_recorded_swtpms, make_host
 
 from vroot.host import HostPaths
 from vroot.measure import VM_CHAIN, write_images

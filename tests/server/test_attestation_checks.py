@@ -11,10 +11,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from attest_helpers import Host, enrolled_host, kill_recorded_swtpms, learnt_manifest, upload_library
+from attest_helpers import Host, enrolled_host, learnt_manifest, upload_library
 from cryptography.hazmat.primitives.serialization import Encoding
 from server_helpers import Server, launch_server, stop_server
-from vtm_helpers import make_host
+from vtm_helpers import kill_recorded_swtpms, make_host
 
 from vroot.eventlog import encode_tcg_log, parse_tcg_log
 from vroot.pca import issue_ak_certificate

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from attest_helpers import kill_recorded_swtpms, start_agent
-from vtm_helpers import make_host
+from attest_helpers import start_agent
+from vtm_helpers import kill_recorded_swtpms, make_host
 
 from vroot.agent import VAK_HANDLE, SimulatedGuestTm
 from vroot.attestation import verify_quote

@@ -20,7 +20,6 @@ from attest_helpers import (
     WebhookReceiver,
     attest,
     enrolled_host,
-    kill_recorded_swtpms,
     learnt_manifest,
     upload_library,
     wait_for,
@@ -28,7 +27,7 @@ from attest_helpers import (
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from server_helpers import Server, launch_server, stop_server
-from vtm_helpers import make_host
+from vtm_helpers import kill_recorded_swtpms, make_host
 
 from vroot.attestation.ear import verify_ear
 from vroot.cli.main import run
